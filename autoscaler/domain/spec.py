@@ -1,0 +1,279 @@
+"""scalerMetadata -> ScalerSpec: one frozen, validated object per target.
+
+Every key is declared once in `KEYS`, which drives parsing, the error messages and
+the documentation table (`autoscaler spec-keys`). Unknown keys are errors: a typo such
+as `targetCoverge` would otherwise silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from autoscaler.domain.errors import SpecError
+from autoscaler.domain.presets import PRESETS, expand_preset, validate_selector
+from autoscaler.domain.types import MetricKind, TargetKey
+
+MODELS = ("auto", "naive", "seasonal_naive", "ets", "gbm")
+MAX_METADATA_VALUE = 4096
+MAX_METADATA_KEYS = 64
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_ENDPOINT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_WORKLOAD_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+_METRIC_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]{0,62}$")
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '5m', '2h', '7d' -> seconds."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError("must be a duration such as 90s, 5m, 2h or 7d")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    name: str
+    default: str | None
+    description: str
+
+
+KEYS: tuple[KeySpec, ...] = (
+    KeySpec("query", None, "PromQL returning one series. Exactly one of query and preset is required."),
+    KeySpec("preset", None, f"A named PromQL recipe: {', '.join(sorted(PRESETS))}."),
+    KeySpec("presetSelector", "", 'Label matchers inserted into the preset, e.g. namespace="llm".'),
+    KeySpec("prometheus", "default", "Name of a Prometheus endpoint from the daemon's configuration."),
+    KeySpec("metricKind", None, "load (total demand) or utilisation (per-replica average). Preset default."),
+    KeySpec("capacityPerReplica", None, "Demand one replica serves (load) or per-replica target (utilisation)."),
+    KeySpec("targetCoverage", "0.95", "Share of steps on which planned capacity must cover demand (0.5-0.999)."),
+    KeySpec("leadTime", "180s", "Pod startup to ready: how far ahead replicas are planned (0s-1h)."),
+    KeySpec("nodeLeadTime", "300s", "Extra time a new node takes, for the placeholder buffer (0s-2h)."),
+    KeySpec("podsPerNode", "1", "Serving pods that fit on one node (1-256)."),
+    KeySpec("maxBufferReplicas", "4", "Cap on placeholder replicas; 0 disables the node buffer."),
+    KeySpec("historyWindow", "7d", "History kept and warm-started from Prometheus (1h-35d)."),
+    KeySpec("step", "60s", "Collection and planning interval (10s-30m)."),
+    KeySpec("model", "auto", f"Forecasting model: {', '.join(MODELS)}. auto selects by backtest."),
+    KeySpec("minReplicas", "1", "Lowest replica count planned (0-10000)."),
+    KeySpec("maxReplicas", "100", "Highest replica count planned (minReplicas-10000)."),
+    KeySpec("activationThreshold", "0", "IsActive is true when forecast demand exceeds this value."),
+    KeySpec("scaleDownStabilization", "300s", "Plan never drops below the highest plan in this window."),
+    KeySpec("scaleDownPercentPerMinute", "50", "Largest share of replicas removed per minute (1-100)."),
+    KeySpec("staleAfter", None, "Data older than this gives UNAVAILABLE (default: 3 steps, at least 90s)."),
+    KeySpec("mode", "active", "active drives replicas; shadow returns the reactive answer and writes nothing."),
+    KeySpec("workloadName", None, "Deployment whose pod template the placeholder pods copy (node buffer)."),
+    KeySpec("metricName", None, "Name of the external metric; default derived from the target."),
+)
+_KNOWN = {key.name: key for key in KEYS}
+
+
+@dataclass(frozen=True, slots=True)
+class ScalerSpec:
+    """The typed configuration of one target."""
+
+    query: str
+    preset: str | None
+    prometheus: str
+    metric_kind: MetricKind
+    capacity_per_replica: float
+    target_coverage: float
+    lead_time_seconds: float
+    node_lead_time_seconds: float
+    pods_per_node: int
+    max_buffer_replicas: int
+    history_window_seconds: float
+    step_seconds: float
+    model: str
+    min_replicas: int
+    max_replicas: int
+    activation_threshold: float
+    scale_down_stabilization_seconds: float
+    scale_down_percent_per_minute: float
+    stale_after_seconds: float
+    shadow: bool
+    workload_name: str | None
+    metric_name: str | None
+
+    @property
+    def lead_steps(self) -> int:
+        return max(1, math.ceil(self.lead_time_seconds / self.step_seconds))
+
+    @property
+    def node_lead_steps(self) -> int:
+        return max(1, math.ceil((self.lead_time_seconds + self.node_lead_time_seconds) / self.step_seconds))
+
+    @property
+    def history_points(self) -> int:
+        return math.ceil(self.history_window_seconds / self.step_seconds)
+
+
+def metadata_digest(metadata: Mapping[str, str]) -> str:
+    canonical = json.dumps(dict(sorted(metadata.items())), separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def target_key(namespace: str, name: str, metadata: Mapping[str, str]) -> TargetKey:
+    return TargetKey(namespace=namespace, name=name, metadata_digest=metadata_digest(metadata))
+
+
+class _Reader:
+    """Typed access to raw metadata; every failure names its key."""
+
+    def __init__(self, metadata: Mapping[str, str]) -> None:
+        self._metadata = metadata
+
+    def raw(self, key: str) -> str | None:
+        value = self._metadata.get(key)
+        if value is None or value.strip() == "":
+            return _KNOWN[key].default
+        return value.strip()
+
+    def required(self, key: str) -> str:
+        value = self.raw(key)
+        if value is None:
+            raise SpecError(key, "is required")
+        return value
+
+    def _convert(self, key: str, text: str, convert: Callable[[str], Any], expected: str) -> Any:
+        try:
+            return convert(text)
+        except (ValueError, OverflowError):
+            raise SpecError(key, f"{text!r} is not {expected}") from None
+
+    def number(self, key: str, low: float, high: float, *, text: str | None = None) -> float:
+        text = text if text is not None else self.required(key)
+        value = float(self._convert(key, text, float, "a number"))
+        if not math.isfinite(value) or not low <= value <= high:
+            raise SpecError(key, f"{text!r} must be between {low:g} and {high:g}")
+        return value
+
+    def integer(self, key: str, low: int, high: int) -> int:
+        text = self.required(key)
+        value = int(self._convert(key, text, int, "an integer"))
+        if not low <= value <= high:
+            raise SpecError(key, f"{text!r} must be between {low} and {high}")
+        return value
+
+    def duration(self, key: str, low: float, high: float, *, text: str | None = None) -> float:
+        text = text if text is not None else self.required(key)
+        value = float(self._convert(key, text, parse_duration, "a duration such as 90s, 5m, 2h or 7d"))
+        if not low <= value <= high:
+            raise SpecError(key, f"{text!r} must be between {low:g}s and {high:g}s")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.required(key)
+        if value not in choices:
+            raise SpecError(key, f"{value!r} is not one of: {', '.join(choices)}")
+        return value
+
+    def pattern(self, key: str, regex: re.Pattern[str], expected: str) -> str | None:
+        value = self.raw(key)
+        if value is not None and not regex.fullmatch(value):
+            raise SpecError(key, f"{value!r} {expected}")
+        return value
+
+
+def _check_shape(metadata: Mapping[str, str]) -> None:
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise SpecError("scalerMetadata", f"has {len(metadata)} keys; at most {MAX_METADATA_KEYS} allowed")
+    for key, value in metadata.items():
+        if key not in _KNOWN:
+            raise SpecError(key, f"unknown key; valid keys: {', '.join(sorted(_KNOWN))}")
+        if len(value) > MAX_METADATA_VALUE:
+            raise SpecError(key, f"value longer than {MAX_METADATA_VALUE} characters")
+
+
+def _query(reader: _Reader, step_seconds: float) -> tuple[str, str | None, MetricKind | None]:
+    query, preset = reader.raw("query"), reader.raw("preset")
+    if (query is None) == (preset is None):
+        raise SpecError("query", "exactly one of 'query' and 'preset' must be set")
+    if query is not None:
+        if "\x00" in query:
+            raise SpecError("query", "contains a NUL character")
+        return query, None, None
+    assert preset is not None
+    if preset not in PRESETS:
+        raise SpecError("preset", f"{preset!r} is not one of: {', '.join(sorted(PRESETS))}")
+    selector = validate_selector(reader.raw("presetSelector") or "")
+    return expand_preset(preset, selector, step_seconds), preset, PRESETS[preset].kind
+
+
+def _metric_kind(reader: _Reader, preset_kind: MetricKind | None) -> MetricKind:
+    text = reader.raw("metricKind")
+    if text is None:
+        return preset_kind or MetricKind.LOAD
+    aliases = {"load": MetricKind.LOAD, "utilisation": MetricKind.UTILISATION, "utilization": MetricKind.UTILISATION}
+    if text not in aliases:
+        raise SpecError("metricKind", f"{text!r} is not one of: load, utilisation")
+    return aliases[text]
+
+
+def parse_spec(metadata: Mapping[str, str]) -> ScalerSpec:
+    """Validate scalerMetadata; raise SpecError naming the first bad key."""
+    _check_shape(metadata)
+    reader = _Reader(metadata)
+    step = reader.duration("step", 10, 1800)
+    query, preset, preset_kind = _query(reader, step)
+    prometheus = reader.pattern("prometheus", _ENDPOINT_NAME, "is not an endpoint name (lowercase DNS label)")
+    lead = reader.duration("leadTime", 0, 3600)
+    history = reader.duration("historyWindow", 3600, 35 * 86400)
+    if history / step > 200_000:
+        raise SpecError("historyWindow", f"holds {history / step:.0f} steps; at most 200000 allowed")
+    if history < 4 * max(lead, step):
+        raise SpecError("historyWindow", "must span at least four lead times")
+    min_replicas = reader.integer("minReplicas", 0, 10_000)
+    max_replicas = reader.integer("maxReplicas", 0, 10_000)
+    if max_replicas < min_replicas:
+        raise SpecError("maxReplicas", f"{max_replicas} is below minReplicas {min_replicas}")
+    stale_text = reader.raw("staleAfter")
+    stale = (
+        reader.duration("staleAfter", step, 86400, text=stale_text)
+        if stale_text is not None
+        else max(3 * step, 90.0)
+    )
+    return ScalerSpec(
+        query=query,
+        preset=preset,
+        prometheus=prometheus or "default",
+        metric_kind=_metric_kind(reader, preset_kind),
+        capacity_per_replica=reader.number("capacityPerReplica", 1e-9, 1e12),
+        target_coverage=reader.number("targetCoverage", 0.5, 0.999),
+        lead_time_seconds=lead,
+        node_lead_time_seconds=reader.duration("nodeLeadTime", 0, 7200),
+        pods_per_node=reader.integer("podsPerNode", 1, 256),
+        max_buffer_replicas=reader.integer("maxBufferReplicas", 0, 10_000),
+        history_window_seconds=history,
+        step_seconds=step,
+        model=reader.choice("model", MODELS),
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        activation_threshold=reader.number("activationThreshold", -1e12, 1e12),
+        scale_down_stabilization_seconds=reader.duration("scaleDownStabilization", 0, 3600),
+        scale_down_percent_per_minute=reader.number("scaleDownPercentPerMinute", 1, 100),
+        stale_after_seconds=stale,
+        shadow=reader.choice("mode", ("active", "shadow")) == "shadow",
+        workload_name=reader.pattern("workloadName", _WORKLOAD_NAME, "is not a Kubernetes object name"),
+        metric_name=reader.pattern("metricName", _METRIC_NAME, "must be letters, digits, '-' or '_' (max 63)"),
+    )
+
+
+def metric_name_for(key: TargetKey, spec: ScalerSpec) -> str:
+    """The external metric name KEDA shows in the HPA; stable for a given target."""
+    if spec.metric_name:
+        return spec.metric_name
+    return f"predicted-replicas-{key.metadata_digest[:10]}"
+
+
+def keys_markdown_table() -> str:
+    """The documentation table of every metadata key."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key in KEYS:
+        default = "(required)" if key.name == "capacityPerReplica" else (key.default or "")
+        rows.append(f"| `{key.name}` | {f'`{default}`' if default else ''} | {key.description} |")
+    return "\n".join(rows)
