@@ -1,0 +1,136 @@
+"""Composition root: wires settings, sources, engine, servers and the actuator; owns shutdown.
+
+Shutdown order (SIGTERM or SIGINT): health turns NOT_SERVING so KEDA and the kubelet
+stop sending, the gRPC server drains with a grace period, the HTTP server stops, the
+actuator releases its Lease, the engine cancels its tasks and closes its clients, and
+the fit workers exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from autoscaler.adapters.clock import Clock, SystemClock
+from autoscaler.adapters.prometheus import PrometheusClient
+from autoscaler.domain.spec import parse_spec, target_key
+from autoscaler.engine.engine import Engine, EngineHooks, EngineSettings
+from autoscaler.engine.sources import MetricSource
+from autoscaler.services import telemetry
+from autoscaler.services.grpc_server import GrpcServer
+from autoscaler.services.http_api import create_http_app
+from autoscaler.settings import Settings
+
+log = logging.getLogger("autoscaler.daemon")
+
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    grpc_address: str
+    http_url: str
+
+
+def _fit_executor(settings: Settings) -> Executor | None:
+    if not settings.engine.fit_in_process:
+        return None  # the event loop's default thread pool
+    # forkserver: a fork of a process holding gRPC threads is unsafe.
+    context = multiprocessing.get_context("forkserver")
+    return ProcessPoolExecutor(max_workers=settings.engine.fit_workers, mp_context=context)
+
+
+def _hooks() -> EngineHooks:
+    return EngineHooks(
+        on_fit=telemetry.observe_fit,
+        on_update=telemetry.observe_update,
+        on_source_error=telemetry.count_prometheus_error,
+    )
+
+
+async def run_daemon(
+    settings: Settings,
+    *,
+    sources: Mapping[str, MetricSource] | None = None,
+    clock: Clock | None = None,
+    preregistered: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
+    on_listening: Callable[[Listening], Awaitable[None] | None] | None = None,
+    stop_event: asyncio.Event | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT (or `stop_event`), then shut down in order."""
+    clock = clock or SystemClock()
+    if sources is None:
+        sources = {endpoint.name: PrometheusClient(endpoint) for endpoint in settings.prometheus}
+    executor = _fit_executor(settings)
+    engine = Engine(
+        sources=sources,
+        clock=clock,
+        fit_executor=executor,
+        settings=EngineSettings(tick_seconds=settings.engine.tick_seconds, max_targets=settings.engine.max_targets),
+        hooks=_hooks(),
+    )
+    for (namespace, name), metadata in (preregistered or {}).items():
+        engine.ensure_target(target_key(namespace, name, metadata), parse_spec(metadata))
+    await engine.start()
+
+    telemetry.install_collector(engine)
+    grpc_server = GrpcServer(engine, settings.grpc, observer=telemetry.observe_grpc)
+    grpc_port = await grpc_server.start()
+
+    http_app = create_http_app(engine, ready=lambda: engine.ready and grpc_server.serving)
+    runner = web.AppRunner(http_app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http.host, settings.http.port)
+    await site.start()
+    http_port = runner.addresses[0][1]
+
+    actuation = await _start_actuation(settings, engine)
+
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+
+    host = "127.0.0.1" if settings.http.host in {"0.0.0.0", "::"} else settings.http.host
+    listening = Listening(grpc_address=f"{host}:{grpc_port}", http_url=f"http://{host}:{http_port}/")
+    log.info("listening", extra={"grpc": listening.grpc_address, "http": listening.http_url})
+    if on_listening is not None:
+        result = on_listening(listening)
+        if result is not None:
+            await result
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
+        await runner.cleanup()
+        if actuation is not None:
+            await actuation.stop()
+        await engine.stop()
+        telemetry.uninstall_collector()
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        log.info("stopped")
+
+
+async def _start_actuation(settings: Settings, engine: Engine) -> _Actuation | None:
+    if settings.actuator.mode == "off":
+        return None
+    from autoscaler.engine.actuation import start_actuation
+
+    return await start_actuation(settings, engine, on_result=telemetry.count_actuation)
+
+
+class _Actuation:
+    """What `start_actuation` returns: something the daemon can stop."""
+
+    async def stop(self) -> None: ...

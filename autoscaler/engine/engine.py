@@ -1,0 +1,322 @@
+"""The only orchestrator: collect -> store -> forecast -> plan -> publish.
+
+Each registered target runs one asyncio task on the engine's clock. A step of that
+task reads the latest sample, folds it into the target's `TargetPipeline` (O(1)),
+plans, and marks the target dirty; a publisher task swaps in a new immutable
+`EngineSnapshot` once per tick. Model refits run in an executor (a process by
+default), so no request handler and no collection step ever waits for a fit.
+
+Failure policy (docs/reliability.md has the table):
+- no data or a failed query: the last decision stays served until the newest real
+  sample is older than `staleAfter`; then the target turns STALE and the gRPC layer
+  answers UNAVAILABLE, so KEDA's fallback applies. A missing value is never a zero.
+- after an outage the gap is backfilled with one range query and the model refitted,
+  so history has no hole.
+- a fit that fails keeps the previous model (the pipeline falls back to simpler ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from autoscaler.adapters.clock import Clock
+from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot
+from autoscaler.domain.spec import ScalerSpec, metric_name_for
+from autoscaler.domain.types import TargetKey
+from autoscaler.engine.api import UnknownEndpointError
+from autoscaler.engine.runtime import TargetRuntime, build_target_snapshot
+from autoscaler.engine.sources import MetricSource
+from autoscaler.planner.pipeline import fit_for
+
+log = logging.getLogger("autoscaler.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    tick_seconds: float = 1.0
+    max_targets: int = 10_000
+    idle_target_ttl_seconds: float = 6 * 3600.0
+    warm_start_retry_seconds: float = 15.0
+    history_points_shown: int = 720
+
+
+@dataclass(slots=True)
+class EngineHooks:
+    """Optional observers, so telemetry plugs in without the engine importing it."""
+
+    on_fit: Callable[[str, float], None] | None = None
+    on_update: Callable[[float], None] | None = None
+    on_source_error: Callable[[str, str], None] | None = None
+    on_decision_change: Callable[[TargetKey, TargetSnapshot], None] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        sources: Mapping[str, MetricSource],
+        clock: Clock,
+        fit_executor: Executor | None,
+        settings: EngineSettings | None = None,
+        hooks: EngineHooks | None = None,
+    ) -> None:
+        self._sources = dict(sources)
+        self._clock = clock
+        self._fit_executor = fit_executor
+        self._settings = settings or EngineSettings()
+        self._hooks = hooks or EngineHooks()
+        self._targets: dict[TargetKey, TargetRuntime] = {}
+        self._tasks: dict[TargetKey, asyncio.Task[None]] = {}
+        self._snapshot = EngineSnapshot(generated_at=clock.now(), generation=0)
+        self._published = asyncio.Event()
+        self._wake_publisher = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # ---- EngineView -------------------------------------------------------------
+    def snapshot(self) -> EngineSnapshot:
+        return self._snapshot
+
+    def ensure_target(self, key: TargetKey, spec: ScalerSpec) -> None:
+        runtime = self._targets.get(key)
+        if runtime is not None:
+            runtime.last_contact = self._clock.now()
+            return
+        if spec.prometheus not in self._sources:
+            raise UnknownEndpointError(spec.prometheus, sorted(self._sources))
+        if len(self._targets) >= self._settings.max_targets:
+            raise OverflowError(f"the daemon already tracks {self._settings.max_targets} targets")
+        runtime = TargetRuntime.create(key=key, spec=spec, metric_name=metric_name_for(key, spec))
+        runtime.last_contact = self._clock.now()
+        self._targets[key] = runtime
+        log.info("target registered", extra={"target": str(key), "query": spec.query})
+        if self._publisher is not None:
+            self._tasks[key] = asyncio.get_running_loop().create_task(self._run_target(runtime))
+        self._wake_publisher.set()
+
+    async def wait_for_target(self, key: TargetKey, timeout: float) -> TargetSnapshot | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            snapshot = self._snapshot.get(key)
+            if snapshot is not None and snapshot.decision is not None:
+                return snapshot
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return snapshot
+            await self.wait_next(self._snapshot.generation, remaining)
+
+    async def wait_next(self, generation: int, timeout: float) -> EngineSnapshot:
+        if self._snapshot.generation > generation:
+            return self._snapshot
+        published = self._published
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(published.wait(), timeout)
+        return self._snapshot
+
+    # ---- lifecycle ----------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._publisher is not None and not self._stopping and self._snapshot.generation > 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._publisher = loop.create_task(self._publish_loop())
+        for key, runtime in self._targets.items():
+            self._tasks[key] = loop.create_task(self._run_target(runtime))
+        self._publish()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [*self._tasks.values(), *([self._publisher] if self._publisher else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._publisher = None
+        for source in self._sources.values():
+            with contextlib.suppress(Exception):
+                await source.close()
+
+    # ---- per-target work ------------------------------------------------------------
+    async def _run_target(self, runtime: TargetRuntime) -> None:
+        source = self._sources[runtime.spec.prometheus]
+        while not runtime.warm:
+            await self._warm_start(runtime, source)
+            if not runtime.warm:
+                await self._clock.sleep(self._settings.warm_start_retry_seconds)
+        step = runtime.spec.step_seconds
+        while True:
+            now = self._clock.now()
+            next_step = (math.floor(now / step) + 1) * step
+            await self._clock.sleep(next_step - now)
+            await self._collect(runtime, source, self._clock.now())
+            if self._clock.now() - runtime.last_contact > self._settings.idle_target_ttl_seconds:
+                self._evict(runtime)
+                return
+
+    async def _warm_start(self, runtime: TargetRuntime, source: MetricSource) -> None:
+        spec = runtime.spec
+        now = self._clock.now()
+        try:
+            points = await source.range(
+                spec.query, start=now - spec.history_window_seconds, end=now, step_seconds=spec.step_seconds
+            )
+        except Exception as error:  # an adapter error of any kind: record, retry later
+            self._record_source_error(runtime, "warm-start", error)
+            return
+        _observe_all(runtime, points)
+        runtime.warm = True
+        log.info(
+            "warm start",
+            extra={"target": str(runtime.key), "points": len(points), "window_s": spec.history_window_seconds},
+        )
+        await self._refit(runtime, now)
+        self._decide(runtime, now)
+
+    async def _collect(self, runtime: TargetRuntime, source: MetricSource, now: float) -> None:
+        spec = runtime.spec
+        try:
+            sample = await source.instant(spec.query, at=now)
+        except Exception as error:
+            self._record_source_error(runtime, "query", error)
+            runtime.outage_since = runtime.outage_since or now
+            self._mark_dirty(runtime)
+            return
+        if runtime.outage_since is not None:
+            await self._backfill(runtime, source, since=runtime.outage_since - spec.step_seconds, until=now)
+        if sample is None:
+            runtime.last_error = f"query returned no data at {now:.0f}"
+        else:
+            started = time.perf_counter()
+            runtime.pipeline.observe(sample.timestamp, sample.value)
+            runtime.last_update_seconds = time.perf_counter() - started
+            if self._hooks.on_update:
+                self._hooks.on_update(runtime.last_update_seconds)
+            runtime.last_error = None
+        if runtime.pipeline.refit_due(now) and runtime.fit_task is None:
+            runtime.fit_task = asyncio.get_running_loop().create_task(self._refit(runtime, now))
+        self._decide(runtime, now)
+
+    async def _backfill(self, runtime: TargetRuntime, source: MetricSource, *, since: float, until: float) -> None:
+        spec = runtime.spec
+        try:
+            points = await source.range(spec.query, start=since, end=until, step_seconds=spec.step_seconds)
+        except Exception as error:
+            self._record_source_error(runtime, "backfill", error)
+            return
+        filled = _observe_all(runtime, points)
+        log.info(
+            "backfilled outage",
+            extra={"target": str(runtime.key), "points": filled, "since": since, "until": until},
+        )
+        runtime.outage_since = None
+        if runtime.fit_task is None:
+            runtime.fit_task = asyncio.get_running_loop().create_task(self._refit(runtime, until))
+
+    async def _refit(self, runtime: TargetRuntime, now: float) -> None:
+        inputs = runtime.pipeline.refit_inputs()
+        started = time.perf_counter()
+        try:
+            loop = asyncio.get_running_loop()
+            fitted = await loop.run_in_executor(self._fit_executor, fit_for, inputs)
+        except Exception as error:  # fit_for falls back internally; this is the executor failing
+            runtime.last_error = f"model refit failed: {error}"
+            log.warning("refit failed", extra={"target": str(runtime.key), "error": str(error)})
+            return
+        finally:
+            runtime.fit_task = None
+        runtime.pipeline.install(fitted)
+        runtime.last_fit_seconds = time.perf_counter() - started
+        if self._hooks.on_fit:
+            self._hooks.on_fit(runtime.pipeline.chosen_model or "none", runtime.last_fit_seconds)
+        self._mark_dirty(runtime)
+
+    def _decide(self, runtime: TargetRuntime, now: float) -> None:
+        if runtime.pipeline.last_sample_at is None:
+            return  # nothing observed yet: no decision, so handlers answer UNAVAILABLE
+        previous = runtime.decision
+        # The HPA follows our plan, so the last plan is the best estimate of the current replicas.
+        current = previous.replicas if previous is not None else runtime.spec.min_replicas
+        runtime.decision = runtime.pipeline.decide(now, current_replicas=current)
+        runtime.decided_at = now
+        changed = previous is None or (previous.replicas, previous.buffer_replicas) != (
+            runtime.decision.replicas,
+            runtime.decision.buffer_replicas,
+        )
+        if changed:
+            log.info(
+                "plan changed",
+                extra={
+                    "target": str(runtime.key),
+                    "replicas": runtime.decision.replicas,
+                    "reactive": runtime.decision.reactive_replicas,
+                    "buffer": runtime.decision.buffer_replicas,
+                    "from_replicas": previous.replicas if previous else None,
+                    "reason": runtime.decision.reason,
+                },
+            )
+        self._mark_dirty(runtime)
+
+    def _record_source_error(self, runtime: TargetRuntime, phase: str, error: Exception) -> None:
+        runtime.source_errors += 1
+        runtime.last_error = f"{phase}: {type(error).__name__}: {error}"
+        log.warning(
+            "metric source error",
+            extra={"target": str(runtime.key), "phase": phase, "error": runtime.last_error},
+        )
+        if self._hooks.on_source_error:
+            self._hooks.on_source_error(runtime.spec.prometheus, type(error).__name__)
+
+    def _evict(self, runtime: TargetRuntime) -> None:
+        log.info("target evicted after idle TTL", extra={"target": str(runtime.key)})
+        self._targets.pop(runtime.key, None)
+        self._tasks.pop(runtime.key, None)
+        self._wake_publisher.set()
+
+    # ---- publishing -------------------------------------------------------------------
+    def _mark_dirty(self, runtime: TargetRuntime) -> None:
+        runtime.dirty = True
+        self._wake_publisher.set()
+
+    async def _publish_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_publisher.wait(), self._settings.tick_seconds)
+            self._wake_publisher.clear()
+            self._publish()
+
+    def _publish(self) -> None:
+        """Swap in a new snapshot; status is re-derived every tick because it ages with time."""
+        now = self._clock.now()
+        previous = self._snapshot.targets
+        targets: dict[TargetKey, TargetSnapshot] = {}
+        for key, runtime in self._targets.items():
+            old = previous.get(key)
+            snapshot = build_target_snapshot(
+                runtime, now=now, reuse=None if runtime.dirty else old, shown=self._settings.history_points_shown
+            )
+            runtime.dirty = False
+            targets[key] = snapshot
+            if self._hooks.on_decision_change and old is not None and old.decision != snapshot.decision:
+                self._hooks.on_decision_change(key, snapshot)
+        self._snapshot = EngineSnapshot(
+            generated_at=now, generation=self._snapshot.generation + 1, targets=MappingProxyType(targets)
+        )
+        published, self._published = self._published, asyncio.Event()
+        published.set()
+
+
+def _observe_all(runtime: TargetRuntime, points: list[tuple[float, float]]) -> int:
+    """Fold range-query points into the pipeline; points inside the window fill gaps."""
+    for timestamp, value in points:
+        runtime.pipeline.observe(timestamp, value)
+    return len(points)

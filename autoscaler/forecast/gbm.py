@@ -1,0 +1,209 @@
+"""Gradient-boosted quantile regression on lag features (direct multi-horizon).
+
+One `HistGradientBoostingRegressor(loss="quantile")` per fitted quantile learns the
+value h steps ahead from features at the origin, with h itself a feature, so a single
+model per quantile covers every horizon up to `max_horizon` (rows are origins times
+anchor horizons 1, 2, 4, ..., max_horizon). Other levels are interpolated in normal
+score (`bands.interpolate_levels`).
+
+Every feature and the target are divided by the recent level (mean of the last
+`level_window` steps, floored at a tenth of the series' mean absolute value), so
+trees learn shapes, not magnitudes: a level shift or a series a million times larger
+looks the same to them. Fit cost is bounded by `max_rows` and `max_iter`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Self
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from autoscaler.domain.types import FloatArray, Forecast
+from autoscaler.forecast.bands import IntArray, anchor_horizons, assemble_forecast, interpolate_levels
+from autoscaler.forecast.base import DEFAULT_LEVELS, FitError
+from autoscaler.forecast.estimator import Estimator
+from autoscaler.forecast.prepare import (
+    bridge_gaps,
+    check_request,
+    check_step,
+    clean_series,
+    is_nonnegative,
+    trim_leading_gaps,
+)
+from autoscaler.forecast.seasonality import MIN_CYCLES, detect_periods
+from autoscaler.forecast.window import RecentWindow
+
+LEVEL_FLOOR_SHARE = 0.1
+LONG_WINDOW_FACTOR = 8
+MIN_ROWS = 60
+
+
+class _LagFeatures:
+    """Feature rows for (origin, horizon) pairs over a gap-free array."""
+
+    def __init__(
+        self, *, lags: tuple[int, ...], level_window: int, periods: tuple[int, ...], max_horizon: int
+    ) -> None:
+        self.lags = lags
+        self.level_window = level_window
+        self.periods = periods
+        self.max_horizon = max_horizon
+
+    @property
+    def history_needed(self) -> int:
+        """Steps before and including the origin that the features read."""
+        long_window = LONG_WINDOW_FACTOR * self.level_window
+        seasonal = max((period + self.level_window for period in self.periods), default=0)
+        return max(max(self.lags) + 1, long_window, seasonal)
+
+    def level(self, cumulative: FloatArray, origins: IntArray, floor: float) -> FloatArray:
+        recent = (cumulative[origins + 1] - cumulative[origins + 1 - self.level_window]) / self.level_window
+        return np.maximum(np.abs(recent), floor)
+
+    def rows(
+        self, filled: FloatArray, origins: IntArray, horizons: IntArray, floor: float
+    ) -> tuple[FloatArray, FloatArray]:
+        """(features, level) for each origin/horizon pair (equal-length arrays)."""
+        cumulative = np.concatenate(([0.0], np.cumsum(filled)))
+        level = self.level(cumulative, origins, floor)
+        window = self.level_window
+        long_window = LONG_WINDOW_FACTOR * window
+        long_mean = (cumulative[origins + 1] - cumulative[origins + 1 - long_window]) / long_window
+        columns = [np.minimum(horizons, self.max_horizon).astype(np.float64), long_mean / level]
+        columns.extend(filled[origins - lag] / level for lag in self.lags)
+        recent_max = np.array([filled[origin + 1 - window : origin + 1].max() for origin in origins])
+        columns.append(recent_max / level)
+        for period in self.periods:
+            cycles_back = -(-horizons // period)
+            columns.append(filled[origins + horizons - cycles_back * period] / level)
+            season_ago = cumulative[origins + 1 - period] - cumulative[origins + 1 - period - window]
+            columns.append(season_ago / window / level)
+        return np.column_stack(columns), level
+
+
+class GBMForecaster(Estimator):
+    name = "gbm"
+
+    def __init__(
+        self,
+        *,
+        max_horizon: int = 32,
+        quantiles: tuple[float, ...] = (0.05, 0.5, 0.95),
+        periods: tuple[int, ...] | None = None,
+        lags: tuple[int, ...] = (0, 1, 2, 4, 8, 16),
+        level_window: int = 10,
+        min_cycles: float = MIN_CYCLES,
+        max_rows: int = 3000,
+        max_iter: int = 60,
+        learning_rate: float = 0.1,
+        max_leaf_nodes: int = 15,
+        random_state: int = 0,
+    ) -> None:
+        self.max_horizon = max_horizon
+        self.quantiles = quantiles
+        self.periods = periods
+        self.lags = lags
+        self.level_window = level_window
+        self.min_cycles = min_cycles
+        self.max_rows = max_rows
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.random_state = random_state
+
+    def _features_for(self, values: FloatArray, step: float) -> _LagFeatures:
+        periods = (
+            self.periods
+            if self.periods is not None
+            else detect_periods(values, step_seconds=step, min_cycles=self.min_cycles)
+        )
+        features = _LagFeatures(lags=self.lags, level_window=self.level_window, periods=(), max_horizon=self.max_horizon)
+        affordable = tuple(
+            period
+            for period in periods
+            if values.size - (period + self.level_window) - self.max_horizon >= MIN_ROWS
+        )
+        features.periods = affordable
+        return features
+
+    def fit(self, y: FloatArray, *, step_seconds: float) -> Self:
+        values = trim_leading_gaps(clean_series(y))
+        step = check_step(step_seconds)
+        features = self._features_for(values, step)
+        filled = bridge_gaps(values)
+        finite = values[np.isfinite(values)]
+        floor = max(LEVEL_FLOOR_SHARE * float(np.mean(np.abs(finite))), np.finfo(np.float64).tiny)
+        horizons = np.array(anchor_horizons(self.max_horizon) + (self.max_horizon,), dtype=np.int64)
+        horizons = np.unique(horizons)
+        first_origin = features.history_needed - 1
+        last_origin = values.size - 1 - horizons[0]
+        per_origin = max(1, self.max_rows // horizons.size)
+        origins = np.arange(max(first_origin, last_origin - per_origin + 1), last_origin + 1, dtype=np.int64)
+        pair_origins = np.repeat(origins, horizons.size)
+        pair_horizons = np.tile(horizons, origins.size)
+        inside = pair_origins + pair_horizons < values.size
+        pair_origins, pair_horizons = pair_origins[inside], pair_horizons[inside]
+        targets = values[pair_origins + pair_horizons] if pair_origins.size else np.empty(0)
+        observed = np.isfinite(targets)
+        if observed.sum() < MIN_ROWS:
+            raise FitError(
+                f"GBM needs {MIN_ROWS} training rows, {values.size} points give {int(observed.sum())}"
+            )
+        matrix, level = features.rows(filled, pair_origins[observed], pair_horizons[observed], floor)
+        ratios = targets[observed] / level
+        self.models_ = [self._fit_quantile(matrix, ratios, quantile) for quantile in self.quantiles]
+        self.features_ = features
+        self.floor_ = floor
+        self.recent_ = RecentWindow(filled, features.history_needed + self.max_horizon)
+        self.step_seconds_ = step
+        self.last_ = float(filled[-1])
+        self.nonnegative_ = is_nonnegative(values)
+        return self
+
+    def _fit_quantile(self, matrix: FloatArray, ratios: FloatArray, quantile: float) -> Any:
+        model = HistGradientBoostingRegressor(
+            loss="quantile",
+            quantile=quantile,
+            max_iter=self.max_iter,
+            learning_rate=self.learning_rate,
+            max_leaf_nodes=self.max_leaf_nodes,
+            early_stopping=False,
+            random_state=self.random_state,
+        )
+        try:
+            return model.fit(matrix, ratios)
+        except (ValueError, ArithmeticError) as error:
+            raise FitError(f"HistGradientBoostingRegressor(quantile={quantile}) failed: {error}") from error
+
+    def update(self, value: float) -> None:
+        self._require_fitted()
+        if math.isfinite(value):
+            self.last_ = float(value)
+            self.nonnegative_ = self.nonnegative_ and value >= 0.0
+            self.recent_.append(float(value))
+        else:
+            # Holding the last value keeps the lag features defined through a gap.
+            self.recent_.append(self.last_)
+
+    def predict(self, horizon: int, levels: Sequence[float] = DEFAULT_LEVELS) -> Forecast:
+        self._require_fitted()
+        checked = check_request(horizon, levels)
+        recent = self.recent_.ordered()
+        horizons = np.arange(1, horizon + 1, dtype=np.int64)
+        origins = np.full(horizon, recent.size - 1, dtype=np.int64)
+        matrix, level = self.features_.rows(recent, origins, horizons, self.floor_)
+        fitted = np.column_stack([model.predict(matrix) for model in self.models_]) * level[:, np.newaxis]
+        values = interpolate_levels(fitted, self.quantiles, checked)
+        median = values[:, len(checked) // 2]
+        return assemble_forecast(
+            median,
+            values - median[:, np.newaxis],
+            levels=checked,
+            step_seconds=self.step_seconds_,
+            model=self.name,
+            nonnegative=self.nonnegative_,
+            fallback_value=self.last_,
+        )

@@ -1,0 +1,158 @@
+"""Online coverage calibration: adaptive conformal inference at the lead horizon.
+
+At each decision the planner records what it predicted for the step `lead` steps
+ahead: the model's quantile at the nominal level (`base`), a scale (the forecast's own
+spread, so scores are comparable across quiet and busy hours) and the calibrated value
+it actually planned for. When that step's actual value arrives the calibrator
+
+- scores it: `(actual - base) / scale`, kept in a ring of the last `window` scores;
+- checks coverage of the calibrated value, kept in a ring for `achieved_coverage`;
+- moves its level the adaptive-conformal way (Gibbs and Candes, 2021): up by
+  `rate * target` after a miss, down by `rate * (1 - target)` after a hit, so the
+  long-run miss rate converges to `1 - target` whatever the model's bias.
+
+The offset added to the next plan is the empirical `level` quantile of the scores,
+times the current scale. Memory is bounded by the rings and by one pending record per
+step of lead time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from autoscaler.domain.types import FloatArray
+
+DEFAULT_WINDOW = 2016
+DEFAULT_RATE = 0.01
+MIN_SCORES = 12
+
+
+class FloatRing:
+    """The last `size` floats with a running sum; O(1) push."""
+
+    __slots__ = ("_count", "_next", "_sum", "_values")
+
+    def __init__(self, size: int) -> None:
+        if size <= 0:
+            raise ValueError("ring size must be positive")
+        self._values: FloatArray = np.zeros(size)
+        self._next = 0
+        self._count = 0
+        self._sum = 0.0
+
+    def push(self, value: float) -> None:
+        size = len(self._values)
+        if self._count == size:
+            self._sum -= float(self._values[self._next])
+        else:
+            self._count += 1
+        self._values[self._next] = value
+        self._sum += value
+        self._next = (self._next + 1) % size
+
+    def __len__(self) -> int:
+        return self._count
+
+    def mean(self) -> float | None:
+        return self._sum / self._count if self._count else None
+
+    def contents(self) -> FloatArray:
+        """The stored values in no particular order (a view, not a copy)."""
+        return self._values[: self._count]
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What was planned for one future step, kept until its actual value arrives."""
+
+    target_step: int
+    base: float
+    median: float
+    scale: float
+    calibrated: float
+
+
+class CoverageCalibrator:
+    """Adaptive conformal calibration of one quantile forecast at the lead horizon."""
+
+    def __init__(
+        self,
+        *,
+        target_coverage: float,
+        lead_steps: int,
+        window: int = DEFAULT_WINDOW,
+        rate: float = DEFAULT_RATE,
+    ) -> None:
+        if not 0.0 < target_coverage < 1.0:
+            raise ValueError("target_coverage must be in (0, 1)")
+        self.target_coverage = target_coverage
+        self.rate = rate
+        self._level = target_coverage
+        self._scores = FloatRing(window)
+        self._covered = FloatRing(window)
+        self._abs_errors = FloatRing(window)
+        self._naive_errors = FloatRing(window)
+        self._pending: deque[Prediction] = deque(maxlen=lead_steps + 2)
+
+    @property
+    def level(self) -> float:
+        """The current quantile level of the score distribution used for the offset."""
+        return self._level
+
+    def offset(self, scale: float) -> float:
+        """What to add to the base quantile, in demand units, for a forecast with this scale."""
+        if len(self._scores) < MIN_SCORES:
+            return 0.0
+        score = float(np.quantile(self._scores.contents(), min(1.0, max(0.0, self._level))))
+        return score * scale
+
+    def record(self, prediction: Prediction) -> None:
+        """Remember a plan; one per target step (a repeat for the same step is ignored)."""
+        if self._pending and prediction.target_step <= self._pending[-1].target_step:
+            return
+        self._pending.append(prediction)
+
+    def observe(self, *, step: int, actual: float, naive_error: float | None) -> None:
+        """Score the prediction made for `step` against its actual value, if there was one.
+
+        `naive_error` is |actual - value `lead` steps earlier|, the MASE scale; NaN actual
+        values (gaps) are not scored.
+        """
+        while self._pending and self._pending[0].target_step < step:
+            self._pending.popleft()
+        if not self._pending or self._pending[0].target_step != step:
+            return
+        prediction = self._pending.popleft()
+        if not math.isfinite(actual):
+            return
+        missed = actual > prediction.calibrated + 1e-9 * max(1.0, abs(actual))
+        self._covered.push(0.0 if missed else 1.0)
+        self._scores.push((actual - prediction.base) / prediction.scale)
+        self._level += self.rate * ((1.0 if missed else 0.0) - (1.0 - self.target_coverage))
+        self._level = min(1.0 + self.rate, max(0.0, self._level))
+        self._abs_errors.push(abs(actual - prediction.median))
+        if naive_error is not None and math.isfinite(naive_error):
+            self._naive_errors.push(naive_error)
+
+    @property
+    def achieved_coverage(self) -> float | None:
+        """Share of the last `window` scored steps whose actual was within the plan."""
+        return self._covered.mean()
+
+    @property
+    def scored_steps(self) -> int:
+        return len(self._covered)
+
+    @property
+    def mase(self) -> float | None:
+        """Rolling MASE of the median at the lead horizon against the lead-step naive forecast."""
+        error, naive = self._abs_errors.mean(), self._naive_errors.mean()
+        if error is None or naive is None:
+            return None
+        if naive == 0.0:
+            return 0.0 if error == 0.0 else math.inf
+        return error / naive

@@ -1,0 +1,280 @@
+"""`TargetPipeline`: one target's history, model, calibrator and planner state.
+
+The backtest and the daemon's engine drive the same object, so a backtest shows what
+the daemon would have done:
+
+    pipeline.observe(timestamp, value)          # O(1): buffer write + model update
+    if pipeline.refit_due(now):
+        inputs = pipeline.refit_inputs()        # cheap copy, taken on the serving path
+        fitted = fit_for(inputs)                # slow: the engine runs it in a worker
+        pipeline.install(fitted)                # catches the new model up, then swaps
+    decision = pipeline.decide(now, current_replicas)
+
+Refits are amortised: the first once `min_points` steps exist, then each time the
+history has doubled while it is short, then every `interval_seconds` of data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from autoscaler.domain.spec import ScalerSpec
+from autoscaler.domain.types import Decision, FloatArray, Forecast, Selection
+from autoscaler.forecast.base import DEFAULT_LEVELS, FitError, Forecaster
+from autoscaler.forecast.selector import make_forecaster
+from autoscaler.history.series import SeriesBuffer
+from autoscaler.planner.calibration import CoverageCalibrator, Prediction
+from autoscaler.planner.plan import Calibration, PlannerState, plan
+
+ForecasterFactory = Callable[[str, int], Forecaster]
+SCALE_FLOOR_SHARE = 0.01
+FALLBACK_MODEL = "naive"
+
+
+def default_factory(model: str, lead_steps: int) -> Forecaster:
+    return make_forecaster(model, lead_steps=lead_steps)
+
+
+@dataclass(frozen=True, slots=True)
+class RefitSchedule:
+    """When to refit: first at `min_points` steps, doubling while short, then by interval."""
+
+    min_points: int = 24
+    growth: float = 2.0
+    interval_seconds: float = 6 * 3600.0
+    min_interval_steps: int = 96
+
+
+@dataclass(frozen=True, slots=True)
+class RefitInputs:
+    """Everything a fit needs, copied off the serving path; picklable for a process pool."""
+
+    values: FloatArray
+    end_step: int
+    step_seconds: float
+    model: str
+    lead_steps: int
+    factory: ForecasterFactory
+
+
+@dataclass(frozen=True, slots=True)
+class FittedModel:
+    """A fitted forecaster (or why there is none) and the step its data ended at."""
+
+    forecaster: Forecaster | None
+    end_step: int
+    error: str | None = None
+
+
+def fit_for(inputs: RefitInputs) -> FittedModel:
+    """Fit the configured model; fall back to naive when it cannot fit. Never raises for data."""
+    errors: list[str] = []
+    for model in dict.fromkeys((inputs.model, FALLBACK_MODEL)):
+        try:
+            forecaster = inputs.factory(model, inputs.lead_steps).fit(
+                inputs.values, step_seconds=inputs.step_seconds
+            )
+        except (FitError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+            errors.append(f"{model}: {error}")
+            continue
+        return FittedModel(forecaster=forecaster, end_step=inputs.end_step, error="; ".join(errors) or None)
+    return FittedModel(forecaster=None, end_step=inputs.end_step, error="; ".join(errors))
+
+
+class TargetPipeline:
+    """The per-target state machine shared by the engine and the backtest."""
+
+    def __init__(
+        self,
+        spec: ScalerSpec,
+        *,
+        factory: ForecasterFactory = default_factory,
+        schedule: RefitSchedule | None = None,
+    ) -> None:
+        self.spec = spec
+        self.schedule = schedule or RefitSchedule()
+        self._factory = factory
+        self._buffer = SeriesBuffer(step_seconds=spec.step_seconds, capacity=spec.history_points)
+        self._recent: deque[float] = deque(maxlen=spec.lead_steps + 1)
+        self._calibrator = CoverageCalibrator(target_coverage=spec.target_coverage, lead_steps=spec.lead_steps)
+        self._state = PlannerState()
+        self._forecaster: Forecaster | None = None
+        self._fitted_end_step: int | None = None
+        self._fitted_points = 0
+        self._requested_end_timestamp: float | None = None
+        self._requested_points = 0
+        self._levels = tuple(sorted({*DEFAULT_LEVELS, spec.target_coverage}))
+        self._horizon = spec.node_lead_steps + 1
+        self._forecast: Forecast | None = None
+        self._forecast_start: float | None = None
+        self._decision: Decision | None = None
+        self.last_fit_error: str | None = None
+
+    # -- data -------------------------------------------------------------------------
+
+    def observe(self, timestamp: float, value: float) -> None:
+        """Store one sample; a new step also updates the model and the calibrator."""
+        step = self._buffer.step_index(timestamp)
+        end = self._end_step()
+        if not self._buffer.put(timestamp, value):
+            return
+        if end is not None and step < end:
+            return  # a backfill inside the window: the next refit picks it up
+        skipped = 0 if end is None else min(step - end, self._buffer.capacity)
+        for _ in range(skipped):
+            self._advance(math.nan)
+        self._advance(value)
+        naive_error = abs(value - self._recent[0]) if len(self._recent) == self._recent.maxlen else None
+        self._calibrator.observe(step=step, actual=value, naive_error=naive_error)
+
+    def _advance(self, value: float) -> None:
+        self._recent.append(value)
+        if self._forecaster is not None:
+            self._forecaster.update(value)
+
+    def _end_step(self) -> int | None:
+        end = self._buffer.end_timestamp
+        return None if end is None else self._buffer.step_index(end)
+
+    # -- refits -----------------------------------------------------------------------
+
+    def refit_due(self, now: float) -> bool:
+        points = len(self._buffer)
+        if points < self.schedule.min_points:
+            return False
+        if self._requested_end_timestamp is None:
+            return True
+        if points < self._buffer.capacity and points >= self.schedule.growth * self._requested_points:
+            return True
+        interval = max(self.schedule.interval_seconds, self.schedule.min_interval_steps * self.spec.step_seconds)
+        return now - self._requested_end_timestamp >= interval
+
+    def refit_inputs(self) -> RefitInputs:
+        end = self._end_step()
+        if end is None:
+            raise ValueError("no history to fit")
+        self._requested_end_timestamp = self._buffer.end_timestamp
+        self._requested_points = len(self._buffer)
+        return RefitInputs(
+            values=self._buffer.values(),
+            end_step=end,
+            step_seconds=self.spec.step_seconds,
+            model=self.spec.model,
+            lead_steps=self.spec.lead_steps,
+            factory=self._factory,
+        )
+
+    def install(self, fitted: FittedModel) -> None:
+        """Swap in a fitted model after replaying the steps observed since its copy."""
+        self.last_fit_error = fitted.error
+        if fitted.forecaster is None:
+            return
+        if self._fitted_end_step is not None and fitted.end_step < self._fitted_end_step:
+            return
+        end = self._end_step()
+        missed = 0 if end is None else end - fitted.end_step
+        if missed > 0:
+            for value in self._buffer.values()[-missed:]:
+                fitted.forecaster.update(float(value))
+        self._forecaster = fitted.forecaster
+        self._fitted_end_step = fitted.end_step
+        self._fitted_points = len(self._buffer)
+
+    # -- decisions --------------------------------------------------------------------
+
+    def decide(self, now: float, current_replicas: int) -> Decision:
+        forecast, cold_start = self._current_forecast(now)
+        calibration = Calibration(level=self._calibrator.level, offset=0.0)
+        prediction: Prediction | None = None
+        if forecast is not None:
+            prediction = self._prediction(forecast)
+            calibration = replace(calibration, offset=self._calibrator.offset(prediction.scale))
+        decision, self._state = plan(
+            now=now,
+            spec=self.spec,
+            latest_value=self._buffer.latest(),
+            forecast=forecast,
+            calibration=calibration,
+            current_replicas=current_replicas,
+            state=self._state,
+            cold_start=cold_start,
+        )
+        if prediction is not None and decision.predictive:
+            self._calibrator.record(replace(prediction, calibrated=prediction.base + calibration.offset))
+        self._decision = decision
+        return decision
+
+    def _current_forecast(self, now: float) -> tuple[Forecast | None, str | None]:
+        end_timestamp = self._buffer.end_timestamp
+        if self._forecaster is None or end_timestamp is None:
+            return None, (
+                f"cold start: {len(self._buffer)} steps of history, "
+                f"forecasting from {self.schedule.min_points}"
+            )
+        behind = max(0, math.floor((now - end_timestamp) / self.spec.step_seconds + 1e-9))
+        if behind > self.spec.lead_steps:
+            return None, f"history is stale: newest step ended {now - end_timestamp:.0f}s ago"
+        raw = self._forecaster.predict(self._horizon + behind, self._levels)
+        forecast = raw if behind == 0 else replace(raw, values=raw.values[behind:])
+        self._forecast = forecast
+        self._forecast_start = end_timestamp + behind * self.spec.step_seconds
+        return forecast, None
+
+    def _prediction(self, forecast: Forecast) -> Prediction:
+        """What the calibrator will check: the nominal quantile at the last step of the lead span."""
+        index = min(self.spec.lead_steps, forecast.horizon - 1)
+        base = float(forecast.quantile(self.spec.target_coverage)[index])
+        median = float(forecast.median()[index])
+        spread = float(forecast.quantile(0.9)[index] - forecast.quantile(0.1)[index])
+        scale = max(spread, SCALE_FLOOR_SHARE * abs(median), 1e-9 * self.spec.capacity_per_replica)
+        assert self._forecast_start is not None
+        first_step = self._buffer.step_index(self._forecast_start)
+        return Prediction(
+            target_step=first_step + index, base=base, median=median, scale=scale, calibrated=base
+        )
+
+    # -- read-only views for the inspection API ---------------------------------------
+
+    @property
+    def decision(self) -> Decision | None:
+        return self._decision
+
+    @property
+    def forecast(self) -> Forecast | None:
+        return self._forecast
+
+    @property
+    def forecast_start(self) -> float | None:
+        """Timestamp of the first step of `forecast`."""
+        return self._forecast_start
+
+    @property
+    def chosen_model(self) -> str | None:
+        return None if self._forecaster is None else self._forecaster.name
+
+    @property
+    def selection(self) -> Selection | None:
+        """The selector's scores when the model is `auto`; None for a fixed model."""
+        selection = getattr(self._forecaster, "selection_", None)
+        return selection if isinstance(selection, Selection) else None
+
+    @property
+    def achieved_coverage(self) -> float | None:
+        return self._calibrator.achieved_coverage
+
+    @property
+    def forecast_error_mase(self) -> float | None:
+        return self._calibrator.mase
+
+    @property
+    def history_points(self) -> int:
+        return len(self._buffer)
+
+    def history(self) -> tuple[FloatArray, FloatArray]:
+        """(timestamps, values) of the stored window; a copy."""
+        return self._buffer.timestamps(), self._buffer.values()

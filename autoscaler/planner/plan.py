@@ -1,0 +1,198 @@
+"""The planner: (now, spec, latest value, forecast, calibration, state) -> Decision.
+
+Pure. The order of rules, each visible in the reason:
+
+1. Need at the lead time: the calibrated quantile (forecast at the nominal level
+   `spec.target_coverage` plus the calibrator's offset) over forecast steps
+   1..lead+1. Step 1 starts now; pods asked for now are ready after `lead` steps, and
+   scale-down acts at once, so the plan must cover both ends of that span.
+   Load metrics: ceil(need / capacity). Utilisation: ceil(current * need / target).
+2. Never below the reactive (KEDA/HPA) answer; clamped to [minReplicas, maxReplicas].
+3. Scale-down is damped: never below the highest recommendation within the
+   stabilisation window, and never more than `scaleDownPercentPerMinute` of the current
+   replicas per elapsed minute.
+4. Node buffer: the need over (lead + node lead) minus the replicas planned, at least
+   0, capped at maxBufferReplicas and at the room left under maxReplicas.
+
+Without a usable forecast (cold start, failed fit) the decision is the reactive answer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from autoscaler.domain.spec import ScalerSpec
+from autoscaler.domain.types import Decision, FloatArray, Forecast, MetricKind
+from autoscaler.planner.reactive import clamp_replicas, reactive_replicas, replicas_for_demand
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerState:
+    """Raw recommendations (time, replicas) inside the stabilisation window, newest last."""
+
+    recommendations: tuple[tuple[float, int], ...] = ()
+    last_decided_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """The calibrator's answer for this decision: its level and the offset in metric units."""
+
+    level: float
+    offset: float
+
+
+def _clock(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%H:%M:%S")
+
+
+def _replicas_for(spec: ScalerSpec, value: float, current_replicas: int) -> int:
+    if spec.metric_kind is MetricKind.UTILISATION:
+        return max(0, math.ceil(max(current_replicas, 1) * value / spec.capacity_per_replica - 1e-9))
+    return replicas_for_demand(value, spec.capacity_per_replica)
+
+
+def damp(
+    *,
+    now: float,
+    raw: int,
+    current_replicas: int,
+    state: PlannerState,
+    stabilization_seconds: float,
+    percent_per_minute: float | None,
+) -> tuple[int, str, PlannerState]:
+    """Apply the stabilisation window and the scale-down rate limit to a raw recommendation.
+
+    `percent_per_minute` None means no rate limit (the HPA's default policy removes up
+    to 100% every 15 s, which never binds after the window).
+    """
+    window_start = now - stabilization_seconds
+    kept = tuple(entry for entry in state.recommendations if entry[0] > window_start)
+    recommendations = (*kept, (now, raw))
+    held_at, held = max(recommendations, key=lambda entry: (entry[1], entry[0]))
+    replicas, note = raw, ""
+    if held > raw:
+        replicas = held
+        note = f"; holding {held} within scale-down window until {_clock(held_at + stabilization_seconds)}"
+    if percent_per_minute is not None and replicas < current_replicas and state.last_decided_at is not None:
+        elapsed = max(0.0, now - state.last_decided_at)
+        share = min(1.0, percent_per_minute / 100.0 * elapsed / 60.0)
+        floor = math.ceil(current_replicas * (1.0 - share) - 1e-9)
+        if floor > replicas:
+            replicas = floor
+            note += f"; scale-down limited to {percent_per_minute:g}%/min, so {floor}"
+    return replicas, note, PlannerState(recommendations=recommendations, last_decided_at=now)
+
+
+def _reactive_only(
+    *, now: float, spec: ScalerSpec, reactive: int, reactive_reason: str, why: str, state: PlannerState
+) -> tuple[Decision, PlannerState]:
+    window_start = now - spec.scale_down_stabilization_seconds
+    kept = tuple(entry for entry in state.recommendations if entry[0] > window_start)
+    decision = Decision(
+        replicas=reactive,
+        reactive_replicas=reactive,
+        buffer_replicas=0,
+        reason=f"{why}; reactive answer: {reactive_reason}",
+        forecast_at_lead=math.nan,
+        forecast_at_node_lead=math.nan,
+        quantile_level=spec.target_coverage,
+        predictive=False,
+    )
+    return decision, PlannerState(recommendations=(*kept, (now, reactive)), last_decided_at=now)
+
+
+def calibrated_path(forecast: Forecast, *, level: float, offset: float) -> FloatArray:
+    """The forecast quantile at `level` plus `offset`, floored at zero, per forecast step."""
+    return np.maximum(forecast.quantile(level) + offset, 0.0)
+
+
+def plan(
+    *,
+    now: float,
+    spec: ScalerSpec,
+    latest_value: float,
+    forecast: Forecast | None,
+    calibration: Calibration,
+    current_replicas: int,
+    state: PlannerState,
+    cold_start: str | None = None,
+) -> tuple[Decision, PlannerState]:
+    """Decide the replicas and node buffer for `now`.
+
+    `cold_start`, when given, says why the history cannot support a forecast yet; the
+    decision is then the reactive answer with that reason.
+    """
+    reactive, reactive_reason = reactive_replicas(
+        spec, latest_value=latest_value, current_replicas=current_replicas
+    )
+    if forecast is None or cold_start is not None:
+        why = cold_start or "no forecast available"
+        return _reactive_only(
+            now=now, spec=spec, reactive=reactive, reactive_reason=reactive_reason, why=why, state=state
+        )
+    path = calibrated_path(forecast, level=spec.target_coverage, offset=calibration.offset)
+    lead_span = min(spec.lead_steps + 1, forecast.horizon)
+    node_span = min(spec.node_lead_steps + 1, forecast.horizon)
+    if lead_span == 0 or not np.all(np.isfinite(path[:node_span])):
+        return _reactive_only(
+            now=now,
+            spec=spec,
+            reactive=reactive,
+            reactive_reason=reactive_reason,
+            why=f"forecast from {forecast.model} is not finite",
+            state=state,
+        )
+    need_at_lead = float(path[:lead_span].max())
+    need_at_node_lead = float(path[:node_span].max())
+    predicted = _replicas_for(spec, need_at_lead, current_replicas)
+    raw = clamp_replicas(max(predicted, reactive), min_replicas=spec.min_replicas, max_replicas=spec.max_replicas)
+    damped, damping_note, new_state = damp(
+        now=now,
+        raw=raw,
+        current_replicas=current_replicas,
+        state=state,
+        stabilization_seconds=spec.scale_down_stabilization_seconds,
+        percent_per_minute=spec.scale_down_percent_per_minute,
+    )
+    replicas = clamp_replicas(damped, min_replicas=spec.min_replicas, max_replicas=spec.max_replicas)
+    node_need = _replicas_for(spec, need_at_node_lead, current_replicas)
+    buffer = max(0, min(node_need - replicas, spec.max_buffer_replicas, spec.max_replicas - replicas))
+    reason = (
+        f"forecast p{spec.target_coverage * 100:g} ({forecast.model}, calibrated {calibration.offset:+.4g}) "
+        f"of {need_at_lead:.4g} at +{spec.lead_time_seconds:g}s needs {predicted} replicas "
+        f"({_capacity_text(spec)}); reactive needs {reactive}"
+        f"{_bound_note(predicted, reactive, raw)}{damping_note}"
+    )
+    if buffer > 0:
+        reason += (
+            f"; {buffer} placeholder replicas keep nodes warm for {need_at_node_lead:.4g} "
+            f"at +{spec.lead_time_seconds + spec.node_lead_time_seconds:g}s"
+        )
+    decision = Decision(
+        replicas=replicas,
+        reactive_replicas=reactive,
+        buffer_replicas=buffer,
+        reason=reason,
+        forecast_at_lead=need_at_lead,
+        forecast_at_node_lead=need_at_node_lead,
+        quantile_level=calibration.level,
+        predictive=True,
+    )
+    return decision, new_state
+
+
+def _capacity_text(spec: ScalerSpec) -> str:
+    if spec.metric_kind is MetricKind.UTILISATION:
+        return f"target {spec.capacity_per_replica:.4g} per replica"
+    return f"capacity {spec.capacity_per_replica:.4g}/replica"
+
+
+def _bound_note(predicted: int, reactive: int, raw: int) -> str:
+    if raw == max(predicted, reactive):
+        return ""
+    return f"; clamped to {raw}"

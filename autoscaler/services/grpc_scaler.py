@@ -1,0 +1,365 @@
+"""KEDA's ExternalScaler API, answered from the engine's published snapshots.
+
+The metric handed to the HPA is the planned replica count with a fixed AverageValue
+target of 1, so the HPA's `ceil(value / target)` arrives at the plan. Handlers only
+read snapshots: they never fit a model or query Prometheus, and when the snapshot
+holds no trustworthy answer they fail with UNAVAILABLE so that KEDA's fallback
+applies, instead of guessing (a 0 would scale the workload down).
+
+docs/grpc.md describes the field mapping, the activity rule and every error code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import NoReturn, TypeVar
+
+import grpc
+
+from autoscaler import protogen
+from autoscaler.domain.errors import SpecError
+from autoscaler.domain.snapshot import TargetSnapshot, TargetStatus
+from autoscaler.domain.spec import ScalerSpec, metric_name_for, parse_spec, target_key
+from autoscaler.domain.types import FloatArray, TargetKey
+from autoscaler.engine.api import EngineView, UnknownEndpointError
+
+protogen.ensure_generated()
+from autoscaler._generated import externalscaler_pb2 as pb2  # noqa: E402
+from autoscaler._generated import externalscaler_pb2_grpc as pb2_grpc  # noqa: E402
+
+SERVICE_NAME: str = pb2.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
+
+METRIC_TARGET = 1
+"""AverageValue target per replica. Fixed: KEDA applies a changed target only when the
+ScaledObject itself changes, so the plan is carried by the value alone."""
+
+KEDA_CONNECTION_KEYS = frozenset({"scalerAddress", "enableTLS", "unsafeSsl"})
+"""Trigger metadata that configures KEDA's own gRPC client. KEDA forwards the whole
+trigger metadata in scalerMetadata, so these arrive with every call; they are not part
+of the target's identity or configuration."""
+
+RequestObserver = Callable[[str, grpc.StatusCode, float], None]
+"""Called once per finished RPC with (method, status code, seconds); for telemetry."""
+
+_log = logging.getLogger(__name__)
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+@dataclass(frozen=True, slots=True)
+class ScalerServiceSettings:
+    warming_wait_seconds: float = 2.0
+    """How long a call on a WARMING target waits for its first plan before UNAVAILABLE."""
+    stream_resend_seconds: float = 30.0
+    """StreamIsActive repeats an unchanged answer this often, so dead streams surface."""
+    spec_cache_size: int = 4096
+    """Parsed scalerMetadata kept per (namespace, name, metadata); least recently used go first."""
+
+
+class ScalerRpcError(Exception):
+    """Ends an RPC with a status code and a message meant for the ScaledObject's owner."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedTarget:
+    """A ScaledObjectRef after validation: whom the call is about and how it is configured."""
+
+    key: TargetKey
+    spec: ScalerSpec
+    metric_name: str
+
+    def describe(self) -> str:
+        return f"target {self.key} (metric {self.metric_name})"
+
+
+def served_replicas(snapshot: TargetSnapshot) -> int:
+    """The replica count KEDA receives: the plan, or in shadow mode the reactive answer."""
+    decision = snapshot.decision
+    if decision is None:
+        raise ValueError(f"target {snapshot.key} has no decision")
+    return decision.reactive_replicas if snapshot.spec.shadow else decision.replicas
+
+
+def latest_value(values: FloatArray) -> float | None:
+    """The most recent finite observation; gaps are stored as NaN."""
+    for value in values[::-1]:
+        if math.isfinite(value):
+            return float(value)
+    return None
+
+
+def is_active(snapshot: TargetSnapshot) -> bool:
+    """KEDA's activation (0 <-> 1) answer.
+
+    Active when the planner may never plan zero (minReplicas > 0), or when demand
+    exceeds activationThreshold. Demand is the latest observation and, in active mode,
+    the forecast at the lead time too, so a workload wakes before its demand arrives.
+    Shadow mode answers reactively: the latest observation only.
+    """
+    spec, decision = snapshot.spec, snapshot.decision
+    if decision is None:
+        raise ValueError(f"target {snapshot.key} has no decision")
+    if spec.min_replicas > 0:
+        return True
+    demand = [latest_value(snapshot.history_values)]
+    if not spec.shadow:
+        demand.append(decision.forecast_at_lead)
+    return any(value is not None and value > spec.activation_threshold for value in demand)
+
+
+def unavailable_reason(snapshot: TargetSnapshot | None, now: float | None) -> str | None:
+    """Why a snapshot cannot be answered from, or None when it can.
+
+    `now` is the engine clock's time; without it, ages are measured at the snapshot's
+    own `updated_at` and an engine that stopped publishing goes unnoticed here.
+    """
+    if snapshot is None:
+        return "has no published snapshot yet"
+    detail = f"; last error: {snapshot.last_error}" if snapshot.last_error else ""
+    stale_after = snapshot.spec.stale_after_seconds
+    reference = snapshot.updated_at if now is None else now
+    sample_age = None if snapshot.last_sample_at is None else reference - snapshot.last_sample_at
+    age_text = "no sample collected yet" if sample_age is None else f"last sample {sample_age:.0f}s ago"
+    if snapshot.status is TargetStatus.WARMING:
+        return f"is still warming up (first collection and plan not done){detail}"
+    if snapshot.status is TargetStatus.STALE:
+        return f"has stale data: {age_text}, staleAfter {stale_after:g}s{detail}"
+    if snapshot.status is TargetStatus.ERROR:
+        return f"has no safe plan: collection is failing{detail}"
+    if snapshot.decision is None:
+        return f"has no decision yet{detail}"
+    if sample_age is not None and sample_age > stale_after:
+        # The engine marks staleness itself; this catches an engine that stopped publishing.
+        return f"has stale data: {age_text}, staleAfter {stale_after:g}s (snapshot not refreshed){detail}"
+    return None
+
+
+def _metadata_without_keda_keys(metadata: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in metadata.items() if key not in KEDA_CONNECTION_KEYS}
+
+
+class TargetResolver:
+    """ScaledObjectRef -> ResolvedTarget, with a bounded LRU so metadata is parsed once."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"spec cache capacity must be at least 1, got {capacity}")
+        self._capacity = capacity
+        self._cache: OrderedDict[tuple[str, str, frozenset[tuple[str, str]]], ResolvedTarget | str] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def resolve(self, ref: pb2.ScaledObjectRef) -> ResolvedTarget:
+        namespace, name = ref.namespace, ref.name
+        if not name:
+            raise ScalerRpcError(grpc.StatusCode.INVALID_ARGUMENT, "ScaledObjectRef.name is empty")
+        if not namespace:
+            raise ScalerRpcError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"ScaledObjectRef.namespace is empty (name {name!r})"
+            )
+        cache_key = (namespace, name, frozenset(ref.scalerMetadata.items()))
+        entry = self._cache.get(cache_key)
+        if entry is None:
+            entry = self._parse(namespace, name, ref.scalerMetadata)
+            self._cache[cache_key] = entry
+            if len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(cache_key)
+        if isinstance(entry, str):
+            raise ScalerRpcError(grpc.StatusCode.INVALID_ARGUMENT, entry)
+        return entry
+
+    @staticmethod
+    def _parse(namespace: str, name: str, raw: Mapping[str, str]) -> ResolvedTarget | str:
+        metadata = _metadata_without_keda_keys(raw)
+        try:
+            spec = parse_spec(metadata)
+        except SpecError as error:
+            return f"ScaledObject {namespace}/{name}: {error}"
+        key = target_key(namespace, name, metadata)
+        return ResolvedTarget(key=key, spec=spec, metric_name=metric_name_for(key, spec))
+
+
+class ExternalScalerService(pb2_grpc.ExternalScalerServicer):
+    """grpc.aio servicer for KEDA's ExternalScaler over an `EngineView`."""
+
+    def __init__(
+        self,
+        engine: EngineView,
+        *,
+        settings: ScalerServiceSettings | None = None,
+        observer: RequestObserver | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """`clock` must read the engine's clock (which dates the samples), e.g. `Clock.now`.
+
+        With it, a READY snapshot whose last sample is older than staleAfter is refused
+        even if the engine stopped publishing; without it the snapshot's status is trusted.
+        """
+        self._engine = engine
+        self._settings = settings or ScalerServiceSettings()
+        self._observer = observer
+        self._clock = clock
+        self._resolver = TargetResolver(self._settings.spec_cache_size)
+
+    # --- RPCs -------------------------------------------------------------------------
+
+    async def GetMetricSpec(  # noqa: N802  (the RPC's name)
+        self, request: pb2.ScaledObjectRef, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb2.GetMetricSpecResponse:
+        return await self._observed("GetMetricSpec", self._get_metric_spec, request, context)
+
+    async def GetMetrics(  # noqa: N802
+        self, request: pb2.GetMetricsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb2.GetMetricsResponse:
+        return await self._observed("GetMetrics", self._get_metrics, request, context)
+
+    async def IsActive(  # noqa: N802
+        self, request: pb2.ScaledObjectRef, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb2.IsActiveResponse:
+        return await self._observed("IsActive", self._is_active, request, context)
+
+    async def StreamIsActive(  # noqa: N802  (a reader/writer stream handler: it writes to context)
+        self, request: pb2.ScaledObjectRef, context: grpc.aio.ServicerContext[object, object]
+    ) -> None:
+        async def stream(ref: pb2.ScaledObjectRef) -> None:
+            await self._stream_is_active(ref, context)
+
+        await self._observed("StreamIsActive", stream, request, context)
+
+    # --- handlers ---------------------------------------------------------------------
+
+    async def _get_metric_spec(self, ref: pb2.ScaledObjectRef) -> pb2.GetMetricSpecResponse:
+        target = self._resolver.resolve(ref)
+        self._register(target)
+        spec = pb2.MetricSpec(
+            metricName=target.metric_name, targetSize=METRIC_TARGET, targetSizeFloat=float(METRIC_TARGET)
+        )
+        return pb2.GetMetricSpecResponse(metricSpecs=[spec])
+
+    async def _get_metrics(self, request: pb2.GetMetricsRequest) -> pb2.GetMetricsResponse:
+        if not request.HasField("scaledObjectRef"):
+            raise ScalerRpcError(grpc.StatusCode.INVALID_ARGUMENT, "GetMetricsRequest.scaledObjectRef is missing")
+        target = self._resolver.resolve(request.scaledObjectRef)
+        if request.metricName != target.metric_name:
+            raise ScalerRpcError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"metricName {request.metricName!r} is not served for {target.key}; "
+                f"GetMetricSpec names {target.metric_name!r}",
+            )
+        snapshot = await self._servable_snapshot(target)
+        replicas = served_replicas(snapshot)
+        value = pb2.MetricValue(metricName=target.metric_name, metricValue=replicas, metricValueFloat=float(replicas))
+        return pb2.GetMetricsResponse(metricValues=[value])
+
+    async def _is_active(self, ref: pb2.ScaledObjectRef) -> pb2.IsActiveResponse:
+        target = self._resolver.resolve(ref)
+        snapshot = await self._servable_snapshot(target)
+        return pb2.IsActiveResponse(result=is_active(snapshot))
+
+    async def _stream_is_active(
+        self, ref: pb2.ScaledObjectRef, context: grpc.aio.ServicerContext[object, object]
+    ) -> None:
+        """Send the current answer, then each change, and repeat it every resend period.
+
+        When the target stops being servable the stream ends with UNAVAILABLE; KEDA
+        reconnects with backoff and meanwhile relies on its polling fallback.
+        """
+        target = self._resolver.resolve(ref)
+        await self._servable_snapshot(target)
+        resend = self._settings.stream_resend_seconds
+        engine_snapshot = self._engine.snapshot()
+        sent: bool | None = None
+        sent_at = 0.0
+        while True:
+            active = is_active(self._require_servable(target, engine_snapshot.get(target.key)))
+            if active != sent or time.monotonic() - sent_at >= resend:
+                await context.write(pb2.IsActiveResponse(result=active))
+                sent, sent_at = active, time.monotonic()
+            wait = max(0.0, sent_at + resend - time.monotonic())
+            engine_snapshot = await self._engine.wait_next(engine_snapshot.generation, wait)
+
+    # --- shared steps -----------------------------------------------------------------
+
+    def _register(self, target: ResolvedTarget) -> None:
+        try:
+            self._engine.ensure_target(target.key, target.spec)
+        except UnknownEndpointError as error:
+            raise ScalerRpcError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"ScaledObject {target.key.namespace}/{target.key.name}: {error}"
+            ) from error
+        except OverflowError as error:  # the engine's bound on registered targets
+            raise ScalerRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{target.describe()}: {error}") from error
+
+    async def _servable_snapshot(self, target: ResolvedTarget) -> TargetSnapshot:
+        """The target's snapshot, registering it and waiting a bounded time while it warms."""
+        snapshot = self._engine.snapshot().get(target.key)
+        if snapshot is None:
+            self._register(target)
+        if snapshot is None or snapshot.status is TargetStatus.WARMING:
+            waited = await self._engine.wait_for_target(target.key, self._settings.warming_wait_seconds)
+            snapshot = waited or self._engine.snapshot().get(target.key)
+        return self._require_servable(target, snapshot)
+
+    def _require_servable(self, target: ResolvedTarget, snapshot: TargetSnapshot | None) -> TargetSnapshot:
+        if snapshot is None:
+            self._register(target)  # the engine dropped it; the client's retry finds it warming
+        reason = unavailable_reason(snapshot, None if self._clock is None else self._clock())
+        if reason is not None or snapshot is None:
+            raise ScalerRpcError(grpc.StatusCode.UNAVAILABLE, f"{target.describe()} {reason}")
+        return snapshot
+
+    async def _observed(
+        self,
+        method: str,
+        handler: Callable[[_Request], Awaitable[_Response]],
+        request: _Request,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> _Response:
+        """Run a handler, map its failure to a status, and report the outcome to the observer."""
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await handler(request)
+        except ScalerRpcError as failure:
+            code = failure.code
+            await _abort(context, failure)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            _log.exception("%s failed", method)
+            await _abort(context, ScalerRpcError(code, f"{method}: internal error; see the autoscaler's log"))
+        finally:
+            self._observe(method, code, time.perf_counter() - started)
+
+    def _observe(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer(method, code, seconds)
+        except Exception:
+            _log.exception("request observer failed for %s", method)
+
+
+async def _abort(context: grpc.aio.ServicerContext[object, object], failure: ScalerRpcError) -> NoReturn:
+    await context.abort(failure.code, failure.message)
+    raise failure  # abort() raises; this only tells the type checker so
+
+
+def add_to_server(service: ExternalScalerService, server: grpc.aio.Server) -> None:
+    pb2_grpc.add_ExternalScalerServicer_to_server(service, server)  # type: ignore[no-untyped-call]

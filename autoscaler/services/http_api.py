@@ -1,0 +1,388 @@
+"""The inspection HTTP API: JSON views of the engine's latest snapshot.
+
+Handlers only read the published `EngineSnapshot` and reshape it; they never fit,
+forecast or plan. Nothing here knows the Prometheus endpoint configuration, so no URL,
+header or token can leak through a response. The OpenAPI document in `openapi.py`
+describes every response built here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot
+from autoscaler.domain.spec import ScalerSpec
+from autoscaler.domain.types import Decision, Forecast, ModelScore
+from autoscaler.engine.api import EngineView
+from autoscaler.services import page
+from autoscaler.services.openapi import (
+    DEFAULT_HISTORY_POINTS,
+    MAX_HISTORY_POINTS,
+    MAX_QUERY_VALUE_LENGTH,
+    openapi_document,
+)
+from autoscaler.services.telemetry import data_age_seconds, default_telemetry
+
+log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+API_PREFIX = "/api/v1"
+
+
+class BadRequestError(ValueError):
+    """A query parameter failed validation; the message names it."""
+
+    def __init__(self, parameter: str, reason: str) -> None:
+        super().__init__(f"query parameter {parameter!r}: {reason}")
+        self.parameter = parameter
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: an unknown number is null."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _finite_list(values: Iterable[float]) -> list[float | None]:
+    return [value if math.isfinite(value) else None for value in values]
+
+
+def target_path(target: TargetSnapshot) -> str:
+    key = target.key
+    return f"{key.namespace}/{key.name}/{key.metadata_digest}"
+
+
+def summary_json(snapshot: EngineSnapshot, target: TargetSnapshot) -> Json:
+    decision = target.decision
+    return {
+        "key": str(target.key),
+        "namespace": target.key.namespace,
+        "name": target.key.name,
+        "digest": target.key.metadata_digest,
+        "metric_name": target.metric_name,
+        "status": target.status.value,
+        "mode": "shadow" if target.spec.shadow else "active",
+        "planned_replicas": decision.replicas if decision else None,
+        "reactive_replicas": decision.reactive_replicas if decision else None,
+        "buffer_replicas": decision.buffer_replicas if decision else None,
+        "model": target.chosen_model,
+        "last_sample_at": target.last_sample_at,
+        "data_age_seconds": _finite(data_age_seconds(snapshot, target)),
+        "api_url": f"{API_PREFIX}/targets/{target_path(target)}",
+        "page_url": f"/targets/{target_path(target)}",
+    }
+
+
+def _spec_json(spec: ScalerSpec) -> Json:
+    return {
+        "query": spec.query,
+        "preset": spec.preset,
+        "prometheus_endpoint": spec.prometheus,
+        "metric_kind": spec.metric_kind.value,
+        "capacity_per_replica": spec.capacity_per_replica,
+        "target_coverage": spec.target_coverage,
+        "lead_time_seconds": spec.lead_time_seconds,
+        "node_lead_time_seconds": spec.node_lead_time_seconds,
+        "pods_per_node": spec.pods_per_node,
+        "max_buffer_replicas": spec.max_buffer_replicas,
+        "history_window_seconds": spec.history_window_seconds,
+        "step_seconds": spec.step_seconds,
+        "model": spec.model,
+        "min_replicas": spec.min_replicas,
+        "max_replicas": spec.max_replicas,
+        "activation_threshold": spec.activation_threshold,
+        "scale_down_stabilization_seconds": spec.scale_down_stabilization_seconds,
+        "scale_down_percent_per_minute": spec.scale_down_percent_per_minute,
+        "stale_after_seconds": spec.stale_after_seconds,
+        "mode": "shadow" if spec.shadow else "active",
+        "workload_name": spec.workload_name,
+    }
+
+
+def _history_json(target: TargetSnapshot, points: int) -> Json:
+    total = int(target.history_values.shape[0])
+    start = max(0, total - points)
+    return {
+        "step_seconds": target.spec.step_seconds,
+        "total_points": total,
+        "returned_points": total - start,
+        "timestamps": _finite_list(target.history_timestamps[start:].tolist()),
+        "values": _finite_list(target.history_values[start:].tolist()),
+    }
+
+
+def _horizon_json(name: str, seconds: float, steps: int, forecast: Forecast, start: float) -> Json:
+    """The band at one planning horizon; null values when the forecast is shorter."""
+    inside = steps <= forecast.horizon
+    return {
+        "name": name,
+        "seconds": seconds,
+        "steps": steps,
+        "timestamp": start + (steps - 1) * forecast.step_seconds,
+        "band": _finite_list(forecast.values[steps - 1].tolist()) if inside else None,
+    }
+
+
+def _forecast_json(target: TargetSnapshot) -> Json | None:
+    forecast, start = target.forecast, target.forecast_start
+    if forecast is None or start is None:
+        return None
+    spec = target.spec
+    columns = forecast.values.T.tolist()
+    return {
+        "model": forecast.model,
+        "start": start,
+        "step_seconds": forecast.step_seconds,
+        "horizon_steps": forecast.horizon,
+        "timestamps": [start + step * forecast.step_seconds for step in range(forecast.horizon)],
+        "levels": list(forecast.levels),
+        "quantiles": [
+            {"level": level, "values": _finite_list(column)}
+            for level, column in zip(forecast.levels, columns, strict=True)
+        ],
+        "horizons": [
+            _horizon_json("lead", spec.lead_time_seconds, spec.lead_steps, forecast, start),
+            _horizon_json(
+                "node",
+                spec.lead_time_seconds + spec.node_lead_time_seconds,
+                spec.node_lead_steps,
+                forecast,
+                start,
+            ),
+        ],
+    }
+
+
+def _score_json(score: ModelScore) -> Json:
+    return {
+        "model": score.model,
+        "mase": _finite(score.mase),
+        "pinball": _finite(score.pinball),
+        "coverage": _finite(score.coverage),
+        "failed": score.failed,
+    }
+
+
+def _model_json(target: TargetSnapshot) -> Json:
+    chosen = next((s for s in target.model_scores if s.model == target.chosen_model), None)
+    return {
+        "configured": target.spec.model,
+        "chosen": target.chosen_model,
+        "seasonal_periods": list(target.seasonal_periods),
+        "backtest": _score_json(chosen) if chosen else None,
+        "candidates": [_score_json(score) for score in target.model_scores],
+    }
+
+
+def _decision_json(decision: Decision | None) -> Json | None:
+    if decision is None:
+        return None
+    return {
+        "planned_replicas": decision.replicas,
+        "reactive_replicas": decision.reactive_replicas,
+        "buffer_replicas": decision.buffer_replicas,
+        "reason": decision.reason,
+        "forecast_at_lead": _finite(decision.forecast_at_lead),
+        "forecast_at_node_lead": _finite(decision.forecast_at_node_lead),
+        "quantile_level": decision.quantile_level,
+        "predictive": decision.predictive,
+    }
+
+
+def detail_json(snapshot: EngineSnapshot, target: TargetSnapshot, *, points: int) -> Json:
+    return {
+        **summary_json(snapshot, target),
+        "generated_at": snapshot.generated_at,
+        "generation": snapshot.generation,
+        "updated_at": target.updated_at,
+        "servable": target.servable,
+        "spec": _spec_json(target.spec),
+        "freshness": {
+            "last_sample_at": target.last_sample_at,
+            "age_seconds": _finite(data_age_seconds(snapshot, target)),
+            "stale_after_seconds": target.spec.stale_after_seconds,
+        },
+        "history": _history_json(target, points),
+        "forecast": _forecast_json(target),
+        "model_selection": _model_json(target),
+        "coverage": {
+            "target": target.target_coverage,
+            "achieved": _finite(target.achieved_coverage),
+        },
+        "forecast_error_mase": _finite(target.forecast_error_mase),
+        "decision": _decision_json(target.decision),
+        "last_error": target.last_error,
+        "durations": {
+            "last_fit_seconds": _finite(target.last_fit_seconds),
+            "last_update_seconds": _finite(target.last_update_seconds),
+        },
+        "prometheus_errors": target.prometheus_errors,
+    }
+
+
+def _json(body: Json, *, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(body, separators=(",", ":"), allow_nan=False),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def error_response(status: int, message: str, *, headers: dict[str, str] | None = None) -> web.Response:
+    response = _json({"status": status, "error": message}, status=status)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def _points(request: web.Request) -> int:
+    values = request.query.getall("points", [])
+    if not values:
+        return DEFAULT_HISTORY_POINTS
+    if len(values) > 1:
+        raise BadRequestError("points", "given more than once")
+    text = values[0]
+    if len(text) > MAX_QUERY_VALUE_LENGTH or not text.isascii() or not text.isdigit():
+        raise BadRequestError("points", f"must be an integer between 1 and {MAX_HISTORY_POINTS}")
+    points = int(text)
+    if not 1 <= points <= MAX_HISTORY_POINTS:
+        raise BadRequestError("points", f"must be an integer between 1 and {MAX_HISTORY_POINTS}")
+    return points
+
+
+class _Handlers:
+    def __init__(self, engine: EngineView, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
+        self._engine = engine
+        self._registry = registry
+        self._ready = ready
+        self._openapi = json.dumps(openapi_document())
+
+    async def list_targets(self, request: web.Request) -> web.Response:
+        snapshot = self._engine.snapshot()
+        targets = sorted(snapshot.targets.values(), key=lambda t: (t.key.namespace, t.key.name, t.key.metadata_digest))
+        return _json(
+            {
+                "generated_at": snapshot.generated_at,
+                "generation": snapshot.generation,
+                "targets": [summary_json(snapshot, target) for target in targets],
+            }
+        )
+
+    async def scaled_object(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        snapshot = self._engine.snapshot()
+        triggers = sorted(
+            (t for t in snapshot.targets.values() if t.key.namespace == namespace and t.key.name == name),
+            key=lambda t: t.key.metadata_digest,
+        )
+        if not triggers:
+            return error_response(404, f"no target for ScaledObject {namespace}/{name}")
+        return _json(
+            {
+                "namespace": namespace,
+                "name": name,
+                "generated_at": snapshot.generated_at,
+                "generation": snapshot.generation,
+                "targets": [summary_json(snapshot, target) for target in triggers],
+            }
+        )
+
+    async def target(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        digest = request.match_info["digest"]
+        points = _points(request)
+        snapshot = self._engine.snapshot()
+        matches = [
+            t
+            for t in snapshot.targets.values()
+            if t.key.namespace == namespace and t.key.name == name and t.key.metadata_digest.startswith(digest)
+        ]
+        where = f"{namespace}/{name}/{digest}"
+        if not matches:
+            return error_response(404, f"no target {where}")
+        if len(matches) > 1:
+            return error_response(409, f"digest prefix {digest!r} matches {len(matches)} triggers of {where}")
+        return _json(detail_json(snapshot, matches[0], points=points))
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(text=self._openapi, content_type="application/json")
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        snapshot = self._engine.snapshot()
+        ready = self._ready()
+        body = {"ready": ready, "generation": snapshot.generation, "targets": len(snapshot.targets)}
+        return _json(body, status=200 if ready else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(self._registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error, routing ones included, answers JSON with a message a person can act on."""
+    try:
+        return await handler(request)
+    except BadRequestError as exc:
+        return error_response(400, str(exc))
+    except web.HTTPMethodNotAllowed as exc:
+        return error_response(405, f"method {exc.method} not allowed", headers={"Allow": exc.headers["Allow"]})
+    except web.HTTPNotFound:
+        return error_response(404, f"no such path {request.path!r}")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason)
+    except Exception:
+        log.exception("inspection API failed on %s", request.path)
+        return error_response(500, "internal error; see the daemon log")
+
+
+def create_http_app(
+    engine: EngineView,
+    *,
+    telemetry_registry: CollectorRegistry | None = None,
+    ready: Callable[[], bool] | None = None,
+) -> web.Application:
+    """The daemon's HTTP application: API, OpenAPI, health, /metrics and the page.
+
+    `ready` reports the daemon's lifecycle (False while starting or shutting down);
+    without it the app is ready once the engine has published a snapshot
+    (generation > 0). Without `telemetry_registry` the process-wide telemetry is
+    served, with per-target metrics read from `engine`.
+    """
+    if telemetry_registry is None:
+        telemetry = default_telemetry()
+        telemetry.watch(engine)
+        telemetry_registry = telemetry.registry
+    handlers = _Handlers(engine, telemetry_registry, ready or (lambda: engine.snapshot().generation > 0))
+    app = web.Application(middlewares=[_json_errors])
+    routes = [
+        (f"{API_PREFIX}/targets", handlers.list_targets),
+        (f"{API_PREFIX}/targets/{{namespace}}/{{name}}", handlers.scaled_object),
+        (f"{API_PREFIX}/targets/{{namespace}}/{{name}}/{{digest}}", handlers.target),
+        ("/openapi.json", handlers.openapi),
+        ("/healthz", handlers.healthz),
+        ("/readyz", handlers.readyz),
+        ("/metrics", handlers.metrics),
+    ]
+    for path, handler in routes:
+        app.router.add_get(path, handler, allow_head=False)
+    page.add_routes(app)
+    return app

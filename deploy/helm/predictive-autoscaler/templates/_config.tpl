@@ -1,0 +1,61 @@
+{{/*
+The daemon's config.yaml. Optional fields are left out rather than written empty,
+so the daemon's own defaults apply.
+*/}}
+{{- define "pa.daemonConfig" -}}
+{{- $secretsDir := include "pa.prometheusSecretsDir" . -}}
+prometheus:
+  endpoints:
+  {{- range $i, $ep := .Values.config.prometheus.endpoints }}
+    - name: {{ $ep.name | quote }}
+      url: {{ $ep.url | quote }}
+      {{- if $ep.bearerTokenSecret }}
+      bearerTokenFile: {{ printf "%s/%d-token/%s" $secretsDir $i $ep.bearerTokenSecret.key | quote }}
+      {{- else if $ep.bearerTokenFile }}
+      bearerTokenFile: {{ $ep.bearerTokenFile | quote }}
+      {{- end }}
+      {{- if $ep.caSecret }}
+      caFile: {{ printf "%s/%d-ca/%s" $secretsDir $i $ep.caSecret.key | quote }}
+      {{- else if $ep.caFile }}
+      caFile: {{ $ep.caFile | quote }}
+      {{- end }}
+      {{- if hasKey $ep "timeoutSeconds" }}
+      timeoutSeconds: {{ $ep.timeoutSeconds }}
+      {{- end }}
+      {{- if $ep.insecureSkipVerify }}
+      insecureSkipVerify: true
+      {{- end }}
+  {{- end }}
+grpc:
+  port: {{ .Values.service.grpcPort }}
+  {{- if .Values.tls.enabled }}
+  tlsCertFile: {{ include "pa.tlsDir" . }}/tls.crt
+  tlsKeyFile: {{ include "pa.tlsDir" . }}/tls.key
+  {{- end }}
+  {{- if .Values.tls.clientCA.existingSecret }}
+  clientCaFile: {{ include "pa.clientCaDir" . }}/{{ .Values.tls.clientCA.key }}
+  {{- end }}
+http:
+  port: {{ .Values.service.httpPort }}
+leaderElection:
+  enabled: {{ .Values.config.leaderElection.enabled }}
+  leaseName: {{ include "pa.leaseName" . | quote }}
+  namespace: {{ .Release.Namespace | quote }}
+  leaseDurationSeconds: {{ .Values.config.leaderElection.leaseDurationSeconds }}
+  renewPeriodSeconds: {{ .Values.config.leaderElection.renewPeriodSeconds }}
+actuator:
+  mode: {{ .Values.config.actuator.mode }}
+  priorityClassName: {{ include "pa.priorityClassName" . | quote }}
+  priorityValue: {{ .Values.placeholders.priorityClass.value }}
+  pauseImage: {{ .Values.placeholders.pauseImage | quote }}
+  shadow: {{ .Values.config.actuator.shadow }}
+log:
+  level: {{ .Values.config.log.level }}
+  format: {{ .Values.config.log.format }}
+{{- with .Values.config.defaults }}
+defaults:
+  {{- range $key, $value := . }}
+  {{ $key }}: {{ $value | quote }}
+  {{- end }}
+{{- end }}
+{{- end -}}
