@@ -16,7 +16,7 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 
 
-class BuildPyWithProtos(build_py):
+class BuildPyWithProtos(build_py):  # type: ignore[misc]  # setuptools is untyped here
     def run(self) -> None:
         sys.path.insert(0, str(ROOT))
         try:

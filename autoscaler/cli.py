@@ -18,19 +18,27 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with a known `command` only that command's module is imported.
+
+    Command modules pull in statsmodels, gRPC or the Kubernetes client; importing one
+    instead of all keeps `autoscaler keda-query` and `autoscaler inspect` quick to start.
+    """
     parser = argparse.ArgumentParser(
         prog="autoscaler",
         description="Predictive KEDA external scaler for AI inference workloads.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_name in COMMANDS.values():
-        importlib.import_module(module_name).add_parser(subparsers)
+    chosen = [command] if command in COMMANDS else list(COMMANDS)
+    for name in chosen:
+        importlib.import_module(COMMANDS[name]).add_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = next((argument for argument in arguments if not argument.startswith("-")), None)
+    args = build_parser(command).parse_args(arguments)
     module = importlib.import_module(COMMANDS[args.command])
     try:
         return int(module.run(args))

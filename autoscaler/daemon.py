@@ -16,6 +16,7 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -25,9 +26,11 @@ from autoscaler.domain.spec import parse_spec, target_key
 from autoscaler.engine.engine import Engine, EngineHooks, EngineSettings
 from autoscaler.engine.sources import MetricSource
 from autoscaler.services import telemetry
-from autoscaler.services.grpc_server import GrpcServer
+from autoscaler.services.grpc_scaler import ScalerServiceSettings
+from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
 from autoscaler.services.http_api import create_http_app
-from autoscaler.settings import Settings
+from autoscaler.services.tls import TlsSettings
+from autoscaler.settings import GrpcSettings, Settings
 
 log = logging.getLogger("autoscaler.daemon")
 
@@ -82,7 +85,13 @@ async def run_daemon(
     await engine.start()
 
     telemetry.install_collector(engine)
-    grpc_server = GrpcServer(engine, settings.grpc, observer=telemetry.observe_grpc)
+    grpc_server = GrpcServer(
+        engine,
+        _grpc_server_settings(settings.grpc),
+        service_settings=ScalerServiceSettings(warming_wait_seconds=settings.grpc.warming_wait_seconds),
+        observer=lambda method, code, seconds: telemetry.observe_grpc(method, code.name, seconds),
+        clock=clock.now,
+    )
     grpc_port = await grpc_server.start()
 
     http_app = create_http_app(engine, ready=lambda: engine.ready and grpc_server.serving)
@@ -120,6 +129,14 @@ async def run_daemon(
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
         log.info("stopped")
+
+
+def _grpc_server_settings(grpc: GrpcSettings) -> GrpcServerSettings:
+    tls = None
+    if grpc.tls_cert_file and grpc.tls_key_file:
+        client_ca = Path(grpc.client_ca_file) if grpc.client_ca_file else None
+        tls = TlsSettings(Path(grpc.tls_cert_file), Path(grpc.tls_key_file), client_ca)
+    return GrpcServerSettings(host=grpc.host, port=grpc.port, tls=tls)
 
 
 async def _start_actuation(settings: Settings, engine: Engine) -> _Actuation | None:

@@ -239,6 +239,11 @@ def _apply_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settin
     for port_name, port in (("grpc.port", settings.grpc.port), ("http.port", settings.http.port)):
         if not 0 <= port <= 65535:
             raise ConfigError(f"{port_name}: {port} is not a TCP port")
+    grpc = settings.grpc
+    if bool(grpc.tls_cert_file) != bool(grpc.tls_key_file):
+        raise ConfigError("grpc.tlsCertFile and grpc.tlsKeyFile must be set together")
+    if grpc.client_ca_file and not grpc.tls_cert_file:
+        raise ConfigError("grpc.clientCaFile (mTLS) needs grpc.tlsCertFile and grpc.tlsKeyFile")
     if settings.actuator.mode not in ACTUATOR_MODES:
         modes = ", ".join(ACTUATOR_MODES)
         raise ConfigError(f"actuator.mode: {settings.actuator.mode!r} is not one of {modes}")

@@ -550,10 +550,6 @@ class KubeActuator:
             prepare=self._ensure_priority_class,
         )
 
-    def ensure_priority_class(self, *, may_write: Callable[[], bool] = _always) -> None:
-        """Create the placeholder PriorityClass if missing; refuse one with other immutable fields."""
-        self._ensure_priority_class(may_write)
-
     # -- internals
 
     @property
@@ -663,6 +659,7 @@ class KubeActuator:
         )
 
     def _ensure_priority_class(self, may_write: Callable[[], bool]) -> None:
+        """Create the placeholder PriorityClass if missing; refuse one with other immutable fields."""
         desired = priority_class_manifest(self.settings)
         name = self.settings.priority_class_name
         what = f"PriorityClass {name}"

@@ -260,7 +260,7 @@ class PrometheusClient:
                             attempts=attempt + 1,
                         ) from failure.__cause__ or failure
                     delay = max(delay, failure.retry_after)
-                logger.warning(
+                logger.info(
                     "prometheus endpoint %r: attempt %d/%d failed (%s); retrying in %.3fs",
                     endpoint.name,
                     attempt + 1,
@@ -297,14 +297,23 @@ class PrometheusClient:
             raise _AttemptFailedError(f"TLS failed: {error}", retryable=False) from error
         except aiohttp.ClientError as error:
             raise _AttemptFailedError(f"request failed: {type(error).__name__}: {error}") from error
+        if token is not None and token.encode() in body:
+            # Some auth proxies echo the request's headers in their error pages.
+            body = body.replace(token.encode(), b"<redacted>")
         if status == 429 or status >= 500:
             raise _AttemptFailedError(f"HTTP {status}: {_describe_body(body)}", retry_after=retry_after)
-        decoded = self._decode(query, body, status)
-        if status >= 400 or (isinstance(decoded, dict) and decoded.get("status") == "error"):
-            error_type, message = _error_fields(decoded, status, body)
+        if status >= 400:
+            error_type, message = _error_fields(body, status)
             raise PrometheusQueryError(self.endpoint.name, query, error_type=error_type, error=message, status=status)
         if status != 200:
-            raise self._data_error(query, f"unexpected HTTP {status}")
+            raise self._data_error(query, f"unexpected HTTP {status} (redirects are not followed)")
+        try:
+            decoded = json.loads(body)
+        except ValueError as error:
+            raise self._data_error(query, f"answer is not JSON: {_describe_body(body)}") from error
+        if isinstance(decoded, dict) and decoded.get("status") == "error":
+            error_type, message = _error_fields(body, status)
+            raise PrometheusQueryError(self.endpoint.name, query, error_type=error_type, error=message, status=status)
         return decoded
 
     def _backoff(self, attempt: int) -> float:
@@ -349,14 +358,6 @@ class PrometheusClient:
             if len(body) > MAX_RESPONSE_BYTES:
                 raise self._data_error(query, f"response exceeds {MAX_RESPONSE_BYTES} bytes")
         return bytes(body)
-
-    def _decode(self, query: str, body: bytes, status: int) -> Any:
-        try:
-            return json.loads(body)
-        except ValueError as error:
-            if status >= 400:
-                return None  # a proxy's or server's plain-text error page; reported by status
-            raise self._data_error(query, f"answer is not JSON: {_describe_body(body)}") from error
 
     def _envelope(self, query: str, data: Any) -> tuple[str, Any]:
         """Unwrap {"status": "success", "data": {"resultType": ..., "result": ...}}."""
@@ -431,7 +432,12 @@ def _retry_after_seconds(header: str | None) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _error_fields(decoded: Any, status: int, body: bytes) -> tuple[str, str]:
+def _error_fields(body: bytes, status: int) -> tuple[str, str]:
+    """errorType and error of a Prometheus error answer; the status and body text otherwise."""
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        decoded = None  # a proxy's plain-text error page
     if isinstance(decoded, dict) and decoded.get("status") == "error":
         return str(decoded.get("errorType", "unknown")), _shorten(str(decoded.get("error", "")), 1000)
     return f"http_{status}", _describe_body(body)

@@ -79,7 +79,7 @@ def load_demo_source(*, origin: float) -> ReplaySource:
     traces = []
     for target in DEMO_TARGETS:
         text = resources.files("autoscaler.demo").joinpath(target.trace_file).read_text()
-        trace = parse_trace(text.splitlines(), source=target.trace_file)
+        trace = parse_trace(text.splitlines())
         traces.append(
             ReplayTrace(
                 name=target.trace_name,

@@ -179,8 +179,9 @@ class Engine:
             "warm start",
             extra={"target": str(runtime.key), "points": len(points), "window_s": spec.history_window_seconds},
         )
-        await self._refit(runtime, now)
+        # Answer at once (reactive until a model is fitted); the first fit runs in the background.
         self._decide(runtime, now)
+        self._schedule_refit(runtime, now)
 
     async def _collect(self, runtime: TargetRuntime, source: MetricSource, now: float) -> None:
         spec = runtime.spec
@@ -197,13 +198,12 @@ class Engine:
             runtime.last_error = f"query returned no data at {now:.0f}"
         else:
             started = time.perf_counter()
-            runtime.pipeline.observe(sample.timestamp, sample.value)
+            runtime.observe(sample.timestamp, sample.value)
             runtime.last_update_seconds = time.perf_counter() - started
             if self._hooks.on_update:
                 self._hooks.on_update(runtime.last_update_seconds)
             runtime.last_error = None
-        if runtime.pipeline.refit_due(now) and runtime.fit_task is None:
-            runtime.fit_task = asyncio.get_running_loop().create_task(self._refit(runtime, now))
+        self._schedule_refit(runtime, now)
         self._decide(runtime, now)
 
     async def _backfill(self, runtime: TargetRuntime, source: MetricSource, *, since: float, until: float) -> None:
@@ -219,8 +219,14 @@ class Engine:
             extra={"target": str(runtime.key), "points": filled, "since": since, "until": until},
         )
         runtime.outage_since = None
-        if runtime.fit_task is None:
-            runtime.fit_task = asyncio.get_running_loop().create_task(self._refit(runtime, until))
+        self._schedule_refit(runtime, until, force=True)
+
+    def _schedule_refit(self, runtime: TargetRuntime, now: float, *, force: bool = False) -> None:
+        """Start a background refit when one is due (or forced after a backfill) and none runs."""
+        if runtime.fit_task is not None or runtime.pipeline.history_points == 0:
+            return
+        if force or runtime.pipeline.refit_due(now):
+            runtime.fit_task = asyncio.get_running_loop().create_task(self._refit(runtime, now))
 
     async def _refit(self, runtime: TargetRuntime, now: float) -> None:
         inputs = runtime.pipeline.refit_inputs()
@@ -241,7 +247,7 @@ class Engine:
         self._mark_dirty(runtime)
 
     def _decide(self, runtime: TargetRuntime, now: float) -> None:
-        if runtime.pipeline.last_sample_at is None:
+        if runtime.last_sample_at is None:
             return  # nothing observed yet: no decision, so handlers answer UNAVAILABLE
         previous = runtime.decision
         # The HPA follows our plan, so the last plan is the best estimate of the current replicas.
@@ -318,5 +324,5 @@ class Engine:
 def _observe_all(runtime: TargetRuntime, points: list[tuple[float, float]]) -> int:
     """Fold range-query points into the pipeline; points inside the window fill gaps."""
     for timestamp, value in points:
-        runtime.pipeline.observe(timestamp, value)
+        runtime.observe(timestamp, value)
     return len(points)

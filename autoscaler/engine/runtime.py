@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, replace
 
 from autoscaler.domain.snapshot import TargetSnapshot, TargetStatus
@@ -13,6 +14,8 @@ from autoscaler.planner.pipeline import TargetPipeline
 
 @dataclass(slots=True)
 class TargetRuntime:
+    """Engine-side state of one target; only the engine's event loop mutates it."""
+
     key: TargetKey
     spec: ScalerSpec
     metric_name: str
@@ -24,6 +27,7 @@ class TargetRuntime:
     last_error: str | None = None
     source_errors: int = 0
     outage_since: float | None = None
+    last_sample_at: float | None = None
     last_contact: float = 0.0
     last_fit_seconds: float | None = None
     last_update_seconds: float | None = None
@@ -33,10 +37,15 @@ class TargetRuntime:
     def create(cls, *, key: TargetKey, spec: ScalerSpec, metric_name: str) -> TargetRuntime:
         return cls(key=key, spec=spec, metric_name=metric_name, pipeline=TargetPipeline(spec))
 
+    def observe(self, timestamp: float, value: float) -> None:
+        self.pipeline.observe(timestamp, value)
+        if math.isfinite(value) and (self.last_sample_at is None or timestamp > self.last_sample_at):
+            self.last_sample_at = timestamp
+
 
 def target_status(runtime: TargetRuntime, now: float) -> TargetStatus:
     """READY only with a decision and a real sample younger than staleAfter."""
-    last_sample = runtime.pipeline.last_sample_at
+    last_sample = runtime.last_sample_at
     if runtime.decision is None:
         return TargetStatus.ERROR if runtime.last_error and runtime.source_errors else TargetStatus.WARMING
     if last_sample is None or now - last_sample > runtime.spec.stale_after_seconds:
@@ -55,19 +64,19 @@ def build_target_snapshot(
         return replace(reuse, status=status)
     pipeline = runtime.pipeline
     selection = pipeline.selection
-    timestamps, values = pipeline.history_tail(shown)
+    timestamps, values = pipeline.history()
     return TargetSnapshot(
         key=runtime.key,
         spec=runtime.spec,
         metric_name=runtime.metric_name,
         status=status,
         updated_at=now,
-        last_sample_at=pipeline.last_sample_at,
+        last_sample_at=runtime.last_sample_at,
         decision=runtime.decision,
         forecast=pipeline.forecast,
         forecast_start=pipeline.forecast_start,
-        history_timestamps=timestamps,
-        history_values=values,
+        history_timestamps=timestamps[-shown:],
+        history_values=values[-shown:],
         chosen_model=pipeline.chosen_model,
         model_scores=selection.scores if selection else (),
         seasonal_periods=selection.seasonal_periods if selection else (),

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from autoscaler.domain.types import FloatArray, Forecast
 
@@ -60,10 +60,10 @@ class EmpiricalBand:
     @classmethod
     def normal(cls, sigma: float) -> EmpiricalBand:
         """A Gaussian one-step band for series too short to have an error history."""
-        return cls((1,), (sigma * norm.ppf(QUANTILE_GRID))[np.newaxis, :])
+        return cls((1,), (sigma * ndtri(QUANTILE_GRID))[np.newaxis, :])
 
     def offsets(self, horizon: int, levels: tuple[float, ...]) -> FloatArray:
-        """(horizon, len(levels)) error quantiles to add to the point path."""
+        """(horizon, len(levels)) error quantiles, in the units the errors were given."""
         key = (horizon, levels)
         cached = self._cache.get(key)
         if cached is not None:
@@ -89,11 +89,13 @@ def insample_errors(
     anchors: Sequence[int],
     first_origin: int,
     max_origins: int,
+    scales: FloatArray,
 ) -> dict[int, FloatArray]:
-    """Errors y[t + h] - forecast made at t for t + h, over the most recent origins.
+    """Relative errors (y[t + h] - forecast made at t) / level at t, most recent origins.
 
     `forecast_from(origins, h)` is the model's vectorised in-sample forecast; NaN
     where it is undefined (warm-up, gaps) or the actual is missing drops the pair.
+    `scales` is the series' level after each point (see `level.py`).
     """
     errors: dict[int, FloatArray] = {}
     for horizon in anchors:
@@ -101,7 +103,7 @@ def insample_errors(
         if last_origin < first_origin:
             continue
         origins = np.arange(max(first_origin, last_origin - max_origins + 1), last_origin + 1)
-        errors[horizon] = y[origins + horizon] - forecast_from(origins, horizon)
+        errors[horizon] = (y[origins + horizon] - forecast_from(origins, horizon)) / scales[origins]
     return errors
 
 
@@ -133,12 +135,12 @@ def interpolate_levels(
     beyond the outer ones, so a 0.99 request from a 0.05/0.5/0.95 fit widens the way
     a Gaussian tail would instead of clamping at the 0.95 value.
     """
-    fitted_scores = norm.ppf(np.asarray(fitted_levels))
-    wanted_scores = norm.ppf(np.asarray(levels))
+    fitted_scores = ndtri(np.asarray(fitted_levels))
+    wanted_scores = ndtri(np.asarray(levels))
     ordered = np.sort(values, axis=1)
     out = np.empty((values.shape[0], len(levels)))
     for column, score in enumerate(wanted_scores):
-        upper = int(np.clip(np.searchsorted(fitted_scores, score), 1, fitted_scores.size - 1))
+        upper = min(max(int(np.searchsorted(fitted_scores, score)), 1), fitted_scores.size - 1)
         lower = upper - 1
         weight = (score - fitted_scores[lower]) / (fitted_scores[upper] - fitted_scores[lower])
         out[:, column] = ordered[:, lower] + weight * (ordered[:, upper] - ordered[:, lower])

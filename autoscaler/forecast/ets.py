@@ -11,11 +11,14 @@ scale to a 1-minute step (m = 1440 for a day). Instead:
    minus its centred moving average over the last `profile_cycles` cycles, smoothed
    over a few neighbouring phases and centred on zero;
 2. statsmodels' `ExponentialSmoothing(trend="add", damped_trend=True)` is fitted to the
-   last `max_fit_points` of the deseasonalised series (alpha, beta, phi and the
-   initial level and trend);
+   last `max_fit_points` of the deseasonalised series (alpha, beta and phi);
 3. the recursion then also adapts the profile: each observation moves its phase's
    seasonal state by `seasonal_smoothing` times the one-step error (the Holt-Winters
    seasonal equation with gamma fixed rather than estimated).
+
+The recursion runs over the last `max_recursion_points` (more than the estimation
+window, so the error band sees whole cycles), starting from the mean of its first
+points with no trend; the first tenth of that window is burn-in and gives no errors.
 
 Everything is computed on the series divided by its mean absolute value, so the
 optimiser sees the same numbers for 0.01 and for 1e6.
@@ -41,6 +44,7 @@ from autoscaler.forecast.bands import (
 )
 from autoscaler.forecast.base import DEFAULT_LEVELS, FitError
 from autoscaler.forecast.estimator import Estimator
+from autoscaler.forecast.level import origin_scales
 from autoscaler.forecast.prepare import (
     bridge_gaps,
     check_request,
@@ -52,6 +56,8 @@ from autoscaler.forecast.prepare import (
 from autoscaler.forecast.seasonality import MIN_CYCLES, detect_seasonality
 
 PROFILE_SMOOTHING_PER_PERIOD = 96  # smooth over ~15 minutes of a daily cycle
+INITIAL_LEVEL_POINTS = 50
+BURN_IN_SHARE = 0.1
 
 
 class HoltWintersState:
@@ -121,7 +127,8 @@ def seasonal_profile(filled: FloatArray, *, period: int, cycles: int) -> FloatAr
         padded = np.concatenate((deviations[-width:], deviations, deviations[:width]))
         kernel = np.ones(2 * width + 1) / (2 * width + 1)
         deviations = np.convolve(padded, kernel, mode="same")[width:-width]
-    return deviations - deviations.mean()
+    profile: FloatArray = deviations - deviations.mean()
+    return profile
 
 
 class ETSForecaster(Estimator):
@@ -135,6 +142,7 @@ class ETSForecaster(Estimator):
         profile_cycles: int = 4,
         min_cycles: float = MIN_CYCLES,
         max_fit_points: int = 1000,
+        max_recursion_points: int = 5000,
         min_points: int = 10,
         max_anchor: int = 1024,
     ) -> None:
@@ -143,6 +151,7 @@ class ETSForecaster(Estimator):
         self.profile_cycles = profile_cycles
         self.min_cycles = min_cycles
         self.max_fit_points = max_fit_points
+        self.max_recursion_points = max_recursion_points
         self.min_points = min_points
         self.max_anchor = max_anchor
 
@@ -165,16 +174,16 @@ class ETSForecaster(Estimator):
             seasonal_profile(filled, period=period, cycles=self.profile_cycles) if period > 1 else np.zeros(1)
         )
         phases = np.arange(filled.size) % period
-        window_start = max(0, filled.size - self.max_fit_points)
-        deseasonalised = (filled - profile[phases])[window_start:]
-        params = _estimate_damped_trend(deseasonalised)
+        deseasonalised = filled - profile[phases]
+        params = _estimate_damped_trend(deseasonalised[-self.max_fit_points :])
+        window_start = max(0, filled.size - self.max_recursion_points)
         state = HoltWintersState(
             alpha=params["smoothing_level"],
             beta=params["smoothing_trend"],
             phi=params["damping_trend"],
             gamma=self.seasonal_smoothing if period > 1 else 0.0,
-            level=params["initial_level"],
-            trend=params["initial_trend"],
+            level=float(deseasonalised[window_start : window_start + INITIAL_LEVEL_POINTS].mean()),
+            trend=0.0,
             season=profile.copy(),
             phase=int(phases[window_start]),
         )
@@ -194,10 +203,17 @@ class ETSForecaster(Estimator):
                 profile[(window_start + origins + horizon) % period],
             )
             damping = damped_sum(state.phi, np.array([horizon]))[0]
-            return levels[origins] + damping * trends[origins] + season
+            path: FloatArray = levels[origins] + damping * trends[origins] + season
+            return path
 
+        scales, level = origin_scales(window, step_seconds=step)
         errors = insample_errors(
-            window, forecast_from, anchors=anchor_horizons(self.max_anchor), first_origin=0, max_origins=window.size
+            window,
+            forecast_from,
+            anchors=anchor_horizons(self.max_anchor),
+            first_origin=int(BURN_IN_SHARE * window.size),
+            max_origins=window.size,
+            scales=scales,
         )
         band = EmpiricalBand.from_errors(errors)
         if band is None:
@@ -205,7 +221,8 @@ class ETSForecaster(Estimator):
         self.period_ = period
         self.scale_ = scale
         self.state_ = state
-        self.band_ = EmpiricalBand(band.anchors.astype(np.int64).tolist(), band.grid_quantiles * scale)
+        self.band_ = band
+        self.level_ = level
         self.step_seconds_ = step
         self.last_ = float(filled[-1] * scale)
         self.nonnegative_ = is_nonnegative(values)
@@ -213,6 +230,7 @@ class ETSForecaster(Estimator):
 
     def update(self, value: float) -> None:
         self._require_fitted()
+        self.level_.update(value / self.scale_)
         if math.isfinite(value):
             self.last_ = float(value)
             self.nonnegative_ = self.nonnegative_ and value >= 0.0
@@ -223,7 +241,7 @@ class ETSForecaster(Estimator):
         checked = check_request(horizon, levels)
         return assemble_forecast(
             self.state_.path(horizon) * self.scale_,
-            self.band_.offsets(horizon, checked),
+            self.band_.offsets(horizon, checked) * (self.level_.current * self.scale_),
             levels=checked,
             step_seconds=self.step_seconds_,
             model=self.name,
@@ -234,7 +252,7 @@ class ETSForecaster(Estimator):
 
 def _estimate_damped_trend(series: FloatArray) -> dict[str, float]:
     """statsmodels' damped-trend Holt fit; its warnings and failures become FitError."""
-    names = ("smoothing_level", "smoothing_trend", "damping_trend", "initial_level", "initial_trend")
+    names = ("smoothing_level", "smoothing_trend", "damping_trend")
     try:
         with warnings.catch_warnings():
             # Convergence and overflow warnings on flat or tiny series are expected here;

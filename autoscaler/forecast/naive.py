@@ -23,6 +23,7 @@ from autoscaler.forecast.bands import (
 )
 from autoscaler.forecast.base import DEFAULT_LEVELS
 from autoscaler.forecast.estimator import Estimator
+from autoscaler.forecast.level import origin_scales
 from autoscaler.forecast.prepare import check_request, check_step, clean_series, is_nonnegative
 
 SHORT_HISTORY_RELATIVE_SPREAD = 0.1
@@ -39,13 +40,13 @@ def forward_filled(values: FloatArray) -> FloatArray:
     return out
 
 
-def short_history_band(values: FloatArray, last: float) -> EmpiricalBand:
-    """A Gaussian band from the spread of a handful of values."""
+def short_history_band(values: FloatArray, last: float, level: float) -> EmpiricalBand:
+    """A Gaussian band from the spread of a handful of values, relative to `level`."""
     finite = values[np.isfinite(values)]
     sigma = float(finite.std()) if finite.size >= 2 else 0.0
     if sigma <= 0.0:
         sigma = SHORT_HISTORY_RELATIVE_SPREAD * abs(last)
-    return EmpiricalBand.normal(sigma)
+    return EmpiricalBand.normal(sigma / level)
 
 
 class NaiveForecaster(Estimator):
@@ -60,6 +61,7 @@ class NaiveForecaster(Estimator):
         step = check_step(step_seconds)
         filled = forward_filled(values)
         last = float(filled[-1])
+        scales, level = origin_scales(values, step_seconds=step)
 
         def forecast_from(origins: IntArray, horizon: int) -> FloatArray:
             return filled[origins]
@@ -70,9 +72,11 @@ class NaiveForecaster(Estimator):
             anchors=anchor_horizons(self.max_anchor),
             first_origin=0,
             max_origins=self.max_origins,
+            scales=scales,
         )
         band = EmpiricalBand.from_errors(errors)
-        self.band_ = band if band is not None else short_history_band(values, last)
+        self.band_ = band if band is not None else short_history_band(values, last, level.current)
+        self.level_ = level
         self.step_seconds_ = step
         self.last_ = last
         self.nonnegative_ = is_nonnegative(values)
@@ -80,6 +84,7 @@ class NaiveForecaster(Estimator):
 
     def update(self, value: float) -> None:
         self._require_fitted()
+        self.level_.update(value)
         if math.isfinite(value):
             self.last_ = float(value)
             self.nonnegative_ = self.nonnegative_ and value >= 0.0
@@ -89,7 +94,7 @@ class NaiveForecaster(Estimator):
         checked = check_request(horizon, levels)
         return assemble_forecast(
             np.full(horizon, self.last_),
-            self.band_.offsets(horizon, checked),
+            self.band_.offsets(horizon, checked) * self.level_.current,
             levels=checked,
             step_seconds=self.step_seconds_,
             model=self.name,

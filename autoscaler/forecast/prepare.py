@@ -8,6 +8,7 @@ error bands are computed on the real observations, never on filled values.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -63,6 +64,6 @@ def check_request(horizon: int, levels: Sequence[float]) -> tuple[float, ...]:
         raise ValueError("levels must not be empty")
     if any(not 0.0 < level < 1.0 for level in checked):
         raise ValueError(f"levels must lie in (0, 1), got {checked}")
-    if any(later <= earlier for earlier, later in zip(checked, checked[1:], strict=False)):
+    if any(later <= earlier for earlier, later in itertools.pairwise(checked)):
         raise ValueError(f"levels must be strictly increasing, got {checked}")
     return checked

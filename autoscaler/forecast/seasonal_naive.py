@@ -28,6 +28,7 @@ from autoscaler.forecast.bands import (
 )
 from autoscaler.forecast.base import DEFAULT_LEVELS, FitError
 from autoscaler.forecast.estimator import Estimator
+from autoscaler.forecast.level import origin_scales
 from autoscaler.forecast.prepare import (
     bridge_gaps,
     check_request,
@@ -60,13 +61,14 @@ class _SeasonalReference:
     def path(self, origins: IntArray, horizons: IntArray) -> FloatArray:
         """Forecast made at `origins` for `origins + horizons` (arrays broadcast)."""
         cycles_back = -(-horizons // self.period)
-        reference = self.filled[origins + horizons - cycles_back * self.period]
+        reference: FloatArray = self.filled[origins + horizons - cycles_back * self.period]
         if not self.adjusted:
             return reference
         cumulative, window, period = self.cumulative, self.window, self.period
         recent = cumulative[origins + 1] - cumulative[origins + 1 - window]
         season_ago = cumulative[origins + 1 - period] - cumulative[origins + 1 - period - window]
-        return reference + (recent - season_ago) / window
+        adjusted: FloatArray = reference + (recent - season_ago) / window
+        return adjusted
 
 
 class SeasonalNaiveForecaster(Estimator):
@@ -109,6 +111,7 @@ class SeasonalNaiveForecaster(Estimator):
                 f"(periods considered: {list(periods)})"
             )
         filled = bridge_gaps(values)
+        scales, level = origin_scales(values, step_seconds=step)
         best: tuple[float, _SeasonalReference, EmpiricalBand] | None = None
         for period in eligible:
             reference = _SeasonalReference(
@@ -116,7 +119,7 @@ class SeasonalNaiveForecaster(Estimator):
             )
 
             def forecast_from(origins: IntArray, horizon: int, reference: _SeasonalReference = reference) -> FloatArray:
-                return reference.path(origins, np.int64(horizon))
+                return reference.path(origins, np.array([horizon], dtype=np.int64))
 
             errors = insample_errors(
                 values,
@@ -124,6 +127,7 @@ class SeasonalNaiveForecaster(Estimator):
                 anchors=[h for h in anchor_horizons(self.max_anchor) if h <= period],
                 first_origin=reference.first_origin,
                 max_origins=self.max_origins,
+                scales=scales,
             )
             band = EmpiricalBand.from_errors(errors)
             if band is None:
@@ -137,6 +141,7 @@ class SeasonalNaiveForecaster(Estimator):
         self.period_ = reference.period
         self.window_ = reference.window
         self.band_ = band
+        self.level_ = level
         self.recent_ = RecentWindow(filled, reference.period + reference.window)
         self.step_seconds_ = step
         self.last_ = float(filled[-1])
@@ -147,11 +152,12 @@ class SeasonalNaiveForecaster(Estimator):
         reference = _SeasonalReference(
             self.recent_.ordered(), period=self.period_, window=self.window_, adjusted=self.level_adjusted
         )
-        origin = np.int64(self.recent_.capacity - 1)
+        origin = np.array([self.recent_.capacity - 1], dtype=np.int64)
         return reference.path(origin, np.arange(1, horizon + 1, dtype=np.int64))
 
     def update(self, value: float) -> None:
         self._require_fitted()
+        self.level_.update(value)
         if math.isfinite(value):
             self.last_ = float(value)
             self.nonnegative_ = self.nonnegative_ and value >= 0.0
@@ -165,7 +171,7 @@ class SeasonalNaiveForecaster(Estimator):
         checked = check_request(horizon, levels)
         return assemble_forecast(
             self._point_path(horizon),
-            self.band_.offsets(horizon, checked),
+            self.band_.offsets(horizon, checked) * self.level_.current,
             levels=checked,
             step_seconds=self.step_seconds_,
             model=self.name,

@@ -64,8 +64,8 @@ def _detrended(values: FloatArray) -> FloatArray:
     positions = np.arange(values.size, dtype=np.float64)
     filled = bridge_gaps(values)
     slope, intercept = np.polyfit(positions, filled, 1)
-    out = values - (slope * positions + intercept)
-    return out
+    detrended: FloatArray = values - (slope * positions + intercept)
+    return detrended
 
 
 def detect_seasonality(

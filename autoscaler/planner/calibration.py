@@ -18,6 +18,7 @@ step of lead time.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -60,9 +61,40 @@ class FloatRing:
     def mean(self) -> float | None:
         return self._sum / self._count if self._count else None
 
-    def contents(self) -> FloatArray:
-        """The stored values in no particular order (a view, not a copy)."""
-        return self._values[: self._count]
+
+class SortedWindow:
+    """The last `size` floats kept sorted as well, so any quantile is O(1) to read.
+
+    A push costs a binary search and a memmove of at most `size` floats, far cheaper
+    than a full quantile of the window at every decision.
+    """
+
+    __slots__ = ("_arrival", "_sorted")
+
+    def __init__(self, size: int) -> None:
+        if size <= 0:
+            raise ValueError("window size must be positive")
+        self._arrival: deque[float] = deque(maxlen=size)
+        self._sorted: list[float] = []
+
+    def push(self, value: float) -> None:
+        if len(self._arrival) == self._arrival.maxlen:
+            del self._sorted[bisect.bisect_left(self._sorted, self._arrival[0])]
+        self._arrival.append(value)
+        bisect.insort(self._sorted, value)
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def quantile(self, level: float) -> float:
+        """Linear interpolation between order statistics, as numpy's default quantile."""
+        if not self._sorted:
+            raise ValueError("quantile of an empty window")
+        position = min(1.0, max(0.0, level)) * (len(self._sorted) - 1)
+        below = math.floor(position)
+        above = min(below + 1, len(self._sorted) - 1)
+        fraction = position - below
+        return self._sorted[below] * (1.0 - fraction) + self._sorted[above] * fraction
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +124,7 @@ class CoverageCalibrator:
         self.target_coverage = target_coverage
         self.rate = rate
         self._level = target_coverage
-        self._scores = FloatRing(window)
+        self._scores = SortedWindow(window)
         self._covered = FloatRing(window)
         self._abs_errors = FloatRing(window)
         self._naive_errors = FloatRing(window)
@@ -107,8 +139,7 @@ class CoverageCalibrator:
         """What to add to the base quantile, in demand units, for a forecast with this scale."""
         if len(self._scores) < MIN_SCORES:
             return 0.0
-        score = float(np.quantile(self._scores.contents(), min(1.0, max(0.0, self._level))))
-        return score * scale
+        return self._scores.quantile(self._level) * scale
 
     def record(self, prediction: Prediction) -> None:
         """Remember a plan; one per target step (a repeat for the same step is ignored)."""

@@ -21,18 +21,17 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from autoscaler.domain.spec import ScalerSpec
 from autoscaler.domain.types import Decision, FloatArray, Forecast, Selection
-from autoscaler.forecast.base import DEFAULT_LEVELS, FitError, Forecaster
+from autoscaler.forecast.base import DEFAULT_LEVELS, Forecaster
+from autoscaler.forecast.fallback import FIT_FAILURES
 from autoscaler.forecast.selector import make_forecaster
 from autoscaler.history.series import SeriesBuffer
-from autoscaler.planner.calibration import CoverageCalibrator, Prediction
-from autoscaler.planner.plan import Calibration, PlannerState, plan
+from autoscaler.planner.calibration import DEFAULT_WINDOW, CoverageCalibrator, FloatRing, Prediction
+from autoscaler.planner.plan import Calibration, PlannerState, plan, quantile_path
 
 ForecasterFactory = Callable[[str, int], Forecaster]
-SCALE_FLOOR_SHARE = 0.01
+SCALE_FLOOR_SHARE = 0.05
 FALLBACK_MODEL = "naive"
 
 
@@ -46,7 +45,7 @@ class RefitSchedule:
 
     min_points: int = 24
     growth: float = 2.0
-    interval_seconds: float = 6 * 3600.0
+    interval_seconds: float = 24 * 3600.0
     min_interval_steps: int = 96
 
 
@@ -76,10 +75,8 @@ def fit_for(inputs: RefitInputs) -> FittedModel:
     errors: list[str] = []
     for model in dict.fromkeys((inputs.model, FALLBACK_MODEL)):
         try:
-            forecaster = inputs.factory(model, inputs.lead_steps).fit(
-                inputs.values, step_seconds=inputs.step_seconds
-            )
-        except (FitError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+            forecaster = inputs.factory(model, inputs.lead_steps).fit(inputs.values, step_seconds=inputs.step_seconds)
+        except FIT_FAILURES as error:
             errors.append(f"{model}: {error}")
             continue
         return FittedModel(forecaster=forecaster, end_step=inputs.end_step, error="; ".join(errors) or None)
@@ -101,6 +98,7 @@ class TargetPipeline:
         self._factory = factory
         self._buffer = SeriesBuffer(step_seconds=spec.step_seconds, capacity=spec.history_points)
         self._recent: deque[float] = deque(maxlen=spec.lead_steps + 1)
+        self._typical_level = FloatRing(DEFAULT_WINDOW)
         self._calibrator = CoverageCalibrator(target_coverage=spec.target_coverage, lead_steps=spec.lead_steps)
         self._state = PlannerState()
         self._forecaster: Forecaster | None = None
@@ -129,6 +127,8 @@ class TargetPipeline:
         for _ in range(skipped):
             self._advance(math.nan)
         self._advance(value)
+        if math.isfinite(value):
+            self._typical_level.push(abs(value))
         naive_error = abs(value - self._recent[0]) if len(self._recent) == self._recent.maxlen else None
         self._calibrator.observe(step=step, actual=value, naive_error=naive_error)
 
@@ -213,8 +213,7 @@ class TargetPipeline:
         end_timestamp = self._buffer.end_timestamp
         if self._forecaster is None or end_timestamp is None:
             return None, (
-                f"cold start: {len(self._buffer)} steps of history, "
-                f"forecasting from {self.schedule.min_points}"
+                f"cold start: {len(self._buffer)} steps of history, forecasting from {self.schedule.min_points}"
             )
         behind = max(0, math.floor((now - end_timestamp) / self.spec.step_seconds + 1e-9))
         if behind > self.spec.lead_steps:
@@ -226,17 +225,22 @@ class TargetPipeline:
         return forecast, None
 
     def _prediction(self, forecast: Forecast) -> Prediction:
-        """What the calibrator will check: the nominal quantile at the last step of the lead span."""
+        """What the calibrator will check: the nominal quantile at the last step of the lead span.
+
+        The scale normalising its scores is the forecast's interdecile spread, floored at
+        a share of the series' typical level: a model sure of itself at a quiet hour
+        would otherwise turn one surprise into an enormous score that then inflates
+        every later offset.
+        """
         index = min(self.spec.lead_steps, forecast.horizon - 1)
-        base = float(forecast.quantile(self.spec.target_coverage)[index])
-        median = float(forecast.median()[index])
-        spread = float(forecast.quantile(0.9)[index] - forecast.quantile(0.1)[index])
-        scale = max(spread, SCALE_FLOOR_SHARE * abs(median), 1e-9 * self.spec.capacity_per_replica)
+        base = float(quantile_path(forecast, self.spec.target_coverage)[index])
+        median = float(quantile_path(forecast, 0.5)[index])
+        spread = float(quantile_path(forecast, 0.9)[index] - quantile_path(forecast, 0.1)[index])
+        typical = self._typical_level.mean() or 0.0
+        scale = max(spread, SCALE_FLOOR_SHARE * typical, 1e-9 * self.spec.capacity_per_replica)
         assert self._forecast_start is not None
         first_step = self._buffer.step_index(self._forecast_start)
-        return Prediction(
-            target_step=first_step + index, base=base, median=median, scale=scale, calibrated=base
-        )
+        return Prediction(target_step=first_step + index, base=base, median=median, scale=scale, calibrated=base)
 
     # -- read-only views for the inspection API ---------------------------------------
 
@@ -255,6 +259,10 @@ class TargetPipeline:
 
     @property
     def chosen_model(self) -> str | None:
+        """The model serving now: the selector's pick under `auto`, else the configured one."""
+        selection = self.selection
+        if selection is not None:
+            return selection.chosen
         return None if self._forecaster is None else self._forecaster.name
 
     @property

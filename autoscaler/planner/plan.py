@@ -3,22 +3,27 @@
 Pure. The order of rules, each visible in the reason:
 
 1. Need at the lead time: the calibrated quantile (forecast at the nominal level
-   `spec.target_coverage` plus the calibrator's offset) over forecast steps
-   1..lead+1. Step 1 starts now; pods asked for now are ready after `lead` steps, and
-   scale-down acts at once, so the plan must cover both ends of that span.
+   `spec.target_coverage` plus the calibrator's offset) at forecast step lead+1, the
+   first step a pod asked for now can serve (step 1 starts now). Asking for more to
+   cover steps 1..lead would only add pods that arrive too late; but scale-down acts at
+   once, so the plan keeps up to the current replicas for the need over steps 1..lead.
    Load metrics: ceil(need / capacity). Utilisation: ceil(current * need / target).
 2. Never below the reactive (KEDA/HPA) answer; clamped to [minReplicas, maxReplicas].
 3. Scale-down is damped: never below the highest recommendation within the
    stabilisation window, and never more than `scaleDownPercentPerMinute` of the current
    replicas per elapsed minute.
-4. Node buffer: the need over (lead + node lead) minus the replicas planned, at least
-   0, capped at maxBufferReplicas and at the room left under maxReplicas.
+4. Node buffer: the highest need over forecast steps lead+1 .. (lead + node lead)+1
+   minus the replicas planned, at least 0, capped at maxBufferReplicas and at the room
+   left under maxReplicas. Measured from the replicas planned (not the need at the
+   lead time) because replicas held by damping already keep their nodes.
 
-Without a usable forecast (cold start, failed fit) the decision is the reactive answer.
+Without a usable forecast (cold start, failed fit) the decision is the reactive answer,
+damped by rule 3 like any other plan.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,26 +94,68 @@ def damp(
 
 
 def _reactive_only(
-    *, now: float, spec: ScalerSpec, reactive: int, reactive_reason: str, why: str, state: PlannerState
+    *,
+    now: float,
+    spec: ScalerSpec,
+    reactive: int,
+    reactive_reason: str,
+    why: str,
+    current_replicas: int,
+    state: PlannerState,
 ) -> tuple[Decision, PlannerState]:
-    window_start = now - spec.scale_down_stabilization_seconds
-    kept = tuple(entry for entry in state.recommendations if entry[0] > window_start)
+    """The reactive answer, damped like any plan so leaving and entering cold start is smooth."""
+    replicas, damping_note, new_state = _damp_for(
+        spec, now=now, raw=reactive, current_replicas=current_replicas, state=state
+    )
     decision = Decision(
-        replicas=reactive,
+        replicas=replicas,
         reactive_replicas=reactive,
         buffer_replicas=0,
-        reason=f"{why}; reactive answer: {reactive_reason}",
+        reason=f"{why}; reactive answer: {reactive_reason}{damping_note}",
         forecast_at_lead=math.nan,
         forecast_at_node_lead=math.nan,
         quantile_level=spec.target_coverage,
         predictive=False,
     )
-    return decision, PlannerState(recommendations=(*kept, (now, reactive)), last_decided_at=now)
+    return decision, new_state
+
+
+def _damp_for(
+    spec: ScalerSpec, *, now: float, raw: int, current_replicas: int, state: PlannerState
+) -> tuple[int, str, PlannerState]:
+    damped, note, new_state = damp(
+        now=now,
+        raw=raw,
+        current_replicas=current_replicas,
+        state=state,
+        stabilization_seconds=spec.scale_down_stabilization_seconds,
+        percent_per_minute=spec.scale_down_percent_per_minute,
+    )
+    return clamp_replicas(damped, min_replicas=spec.min_replicas, max_replicas=spec.max_replicas), note, new_state
+
+
+def quantile_path(forecast: Forecast, level: float) -> FloatArray:
+    """`forecast.quantile(level)` for every step at once (same interpolation and clamping).
+
+    The planner reads several quantile paths per decision; one vector operation per
+    path instead of one interpolation per step keeps a long backtest fast.
+    """
+    levels = forecast.levels
+    if level <= levels[0]:
+        return forecast.values[:, 0].copy()
+    if level >= levels[-1]:
+        return forecast.values[:, -1].copy()
+    upper = bisect.bisect_left(levels, level)
+    if levels[upper] == level:
+        return forecast.values[:, upper].copy()
+    weight = (level - levels[upper - 1]) / (levels[upper] - levels[upper - 1])
+    result: FloatArray = forecast.values[:, upper - 1] * (1.0 - weight) + forecast.values[:, upper] * weight
+    return result
 
 
 def calibrated_path(forecast: Forecast, *, level: float, offset: float) -> FloatArray:
     """The forecast quantile at `level` plus `offset`, floored at zero, per forecast step."""
-    return np.maximum(forecast.quantile(level) + offset, 0.0)
+    return np.maximum(quantile_path(forecast, level) + offset, 0.0)
 
 
 def plan(
@@ -127,13 +174,17 @@ def plan(
     `cold_start`, when given, says why the history cannot support a forecast yet; the
     decision is then the reactive answer with that reason.
     """
-    reactive, reactive_reason = reactive_replicas(
-        spec, latest_value=latest_value, current_replicas=current_replicas
-    )
+    reactive, reactive_reason = reactive_replicas(spec, latest_value=latest_value, current_replicas=current_replicas)
     if forecast is None or cold_start is not None:
         why = cold_start or "no forecast available"
         return _reactive_only(
-            now=now, spec=spec, reactive=reactive, reactive_reason=reactive_reason, why=why, state=state
+            now=now,
+            spec=spec,
+            reactive=reactive,
+            reactive_reason=reactive_reason,
+            why=why,
+            current_replicas=current_replicas,
+            state=state,
         )
     path = calibrated_path(forecast, level=spec.target_coverage, offset=calibration.offset)
     lead_span = min(spec.lead_steps + 1, forecast.horizon)
@@ -145,28 +196,28 @@ def plan(
             reactive=reactive,
             reactive_reason=reactive_reason,
             why=f"forecast from {forecast.model} is not finite",
+            current_replicas=current_replicas,
             state=state,
         )
-    need_at_lead = float(path[:lead_span].max())
-    need_at_node_lead = float(path[:node_span].max())
+    need_at_lead = float(path[lead_span - 1])
+    need_at_node_lead = float(path[lead_span - 1 : node_span].max())
     predicted = _replicas_for(spec, need_at_lead, current_replicas)
+    hold = min(current_replicas, _replicas_for(spec, float(path[:lead_span].max()), current_replicas))
+    hold_note = ""
+    if hold > predicted:
+        predicted = hold
+        hold_note = f"; keeping {hold} for the demand forecast before then"
     raw = clamp_replicas(max(predicted, reactive), min_replicas=spec.min_replicas, max_replicas=spec.max_replicas)
-    damped, damping_note, new_state = damp(
-        now=now,
-        raw=raw,
-        current_replicas=current_replicas,
-        state=state,
-        stabilization_seconds=spec.scale_down_stabilization_seconds,
-        percent_per_minute=spec.scale_down_percent_per_minute,
+    replicas, damping_note, new_state = _damp_for(
+        spec, now=now, raw=raw, current_replicas=current_replicas, state=state
     )
-    replicas = clamp_replicas(damped, min_replicas=spec.min_replicas, max_replicas=spec.max_replicas)
     node_need = _replicas_for(spec, need_at_node_lead, current_replicas)
     buffer = max(0, min(node_need - replicas, spec.max_buffer_replicas, spec.max_replicas - replicas))
     reason = (
         f"forecast p{spec.target_coverage * 100:g} ({forecast.model}, calibrated {calibration.offset:+.4g}) "
         f"of {need_at_lead:.4g} at +{spec.lead_time_seconds:g}s needs {predicted} replicas "
         f"({_capacity_text(spec)}); reactive needs {reactive}"
-        f"{_bound_note(predicted, reactive, raw)}{damping_note}"
+        f"{hold_note}{_bound_note(predicted, reactive, raw)}{damping_note}"
     )
     if buffer > 0:
         reason += (

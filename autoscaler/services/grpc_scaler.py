@@ -17,7 +17,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -25,13 +25,33 @@ import grpc
 from autoscaler import protogen
 from autoscaler.domain.errors import SpecError
 from autoscaler.domain.snapshot import TargetSnapshot, TargetStatus
-from autoscaler.domain.spec import ScalerSpec, metric_name_for, parse_spec, target_key
+from autoscaler.domain.spec import KEYS, ScalerSpec, metric_name_for, parse_spec, target_key
 from autoscaler.domain.types import FloatArray, TargetKey
 from autoscaler.engine.api import EngineView, UnknownEndpointError
 
 protogen.ensure_generated()
 from autoscaler._generated import externalscaler_pb2 as pb2  # noqa: E402
 from autoscaler._generated import externalscaler_pb2_grpc as pb2_grpc  # noqa: E402
+
+__all__ = [
+    "KEDA_CONNECTION_KEYS",
+    "METRIC_TARGET",
+    "SERVICE_NAME",
+    "ExternalScalerService",
+    "RequestObserver",
+    "ResolvedTarget",
+    "ScalerRpcError",
+    "ScalerServiceSettings",
+    "TargetResolver",
+    "add_to_server",
+    "is_active",
+    "latest_value",
+    "pb2",  # the generated messages, for callers that must not import them before generation
+    "pb2_grpc",
+    "served_replicas",
+    "target_metadata",
+    "unavailable_reason",
+]
 
 SERVICE_NAME: str = pb2.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
 
@@ -44,8 +64,12 @@ KEDA_CONNECTION_KEYS = frozenset({"scalerAddress", "enableTLS", "unsafeSsl"})
 trigger metadata in scalerMetadata, so these arrive with every call; they are not part
 of the target's identity or configuration."""
 
+_FROM_ENV = "FromEnv"
+_SPEC_KEYS = frozenset(key.name for key in KEYS)
+
 RequestObserver = Callable[[str, grpc.StatusCode, float], None]
-"""Called once per finished RPC with (method, status code, seconds); for telemetry."""
+"""Called once per finished RPC with (method, status code, seconds); for telemetry.
+For StreamIsActive the seconds are the stream's lifetime."""
 
 _log = logging.getLogger(__name__)
 _Request = TypeVar("_Request")
@@ -71,16 +95,33 @@ class ScalerRpcError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class ResolvedTarget:
-    """A ScaledObjectRef after validation: whom the call is about and how it is configured."""
+    """A ScaledObjectRef after validation: whom the call is about and how it is configured.
+
+    It also keeps the answers built from the last snapshot it served, so the calls in
+    one planning step (KEDA polls far more often than the engine plans) reuse them.
+    """
 
     key: TargetKey
     spec: ScalerSpec
     metric_name: str
+    _answered: TargetSnapshot | None = field(default=None, repr=False)
+    _metrics: pb2.GetMetricsResponse = field(default_factory=pb2.GetMetricsResponse, repr=False)
+    _active: pb2.IsActiveResponse = field(default_factory=pb2.IsActiveResponse, repr=False)
 
     def describe(self) -> str:
         return f"target {self.key} (metric {self.metric_name})"
+
+    def answers(self, snapshot: TargetSnapshot) -> tuple[pb2.GetMetricsResponse, pb2.IsActiveResponse]:
+        """GetMetrics' and IsActive's responses for a servable snapshot of this target."""
+        if snapshot is not self._answered:
+            replicas = served_replicas(snapshot)
+            value = pb2.MetricValue(metricName=self.metric_name, metricValue=replicas, metricValueFloat=float(replicas))
+            self._metrics = pb2.GetMetricsResponse(metricValues=[value])
+            self._active = pb2.IsActiveResponse(result=is_active(snapshot))
+            self._answered = snapshot
+        return self._metrics, self._active
 
 
 def served_replicas(snapshot: TargetSnapshot) -> int:
@@ -126,10 +167,16 @@ def unavailable_reason(snapshot: TargetSnapshot | None, now: float | None) -> st
     """
     if snapshot is None:
         return "has no published snapshot yet"
-    detail = f"; last error: {snapshot.last_error}" if snapshot.last_error else ""
     stale_after = snapshot.spec.stale_after_seconds
     reference = snapshot.updated_at if now is None else now
     sample_age = None if snapshot.last_sample_at is None else reference - snapshot.last_sample_at
+    if (
+        snapshot.status is TargetStatus.READY
+        and snapshot.decision is not None
+        and (sample_age is None or sample_age <= stale_after)
+    ):
+        return None
+    detail = f"; last error: {snapshot.last_error}" if snapshot.last_error else ""
     age_text = "no sample collected yet" if sample_age is None else f"last sample {sample_age:.0f}s ago"
     if snapshot.status is TargetStatus.WARMING:
         return f"is still warming up (first collection and plan not done){detail}"
@@ -139,14 +186,28 @@ def unavailable_reason(snapshot: TargetSnapshot | None, now: float | None) -> st
         return f"has no safe plan: collection is failing{detail}"
     if snapshot.decision is None:
         return f"has no decision yet{detail}"
-    if sample_age is not None and sample_age > stale_after:
-        # The engine marks staleness itself; this catches an engine that stopped publishing.
-        return f"has stale data: {age_text}, staleAfter {stale_after:g}s (snapshot not refreshed){detail}"
-    return None
+    # READY with an old sample: the engine marks staleness itself, so it stopped publishing.
+    return f"has stale data: {age_text}, staleAfter {stale_after:g}s (snapshot not refreshed){detail}"
 
 
-def _metadata_without_keda_keys(metadata: Mapping[str, str]) -> dict[str, str]:
-    return {key: value for key, value in metadata.items() if key not in KEDA_CONNECTION_KEYS}
+def target_metadata(raw: Mapping[str, str]) -> dict[str, str]:
+    """The target's own metadata from what KEDA forwards.
+
+    KEDA's connection keys are dropped. A `<key>FromEnv` entry arrives holding the value
+    KEDA resolved from the workload's environment, so it stands for `<key>`; setting
+    both is ambiguous and an error.
+    """
+    metadata: dict[str, str] = {}
+    for forwarded, value in raw.items():
+        if forwarded in KEDA_CONNECTION_KEYS:
+            continue
+        key = forwarded.removesuffix(_FROM_ENV)
+        if key not in _SPEC_KEYS:
+            key = forwarded
+        elif key != forwarded and key in raw:
+            raise SpecError(forwarded, f"both {key!r} and {forwarded!r} are set; use one")
+        metadata[key] = value
+    return metadata
 
 
 class TargetResolver:
@@ -156,7 +217,7 @@ class TargetResolver:
         if capacity < 1:
             raise ValueError(f"spec cache capacity must be at least 1, got {capacity}")
         self._capacity = capacity
-        self._cache: OrderedDict[tuple[str, str, frozenset[tuple[str, str]]], ResolvedTarget | str] = OrderedDict()
+        self._cache: OrderedDict[bytes, ResolvedTarget | str] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -169,7 +230,8 @@ class TargetResolver:
             raise ScalerRpcError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"ScaledObjectRef.namespace is empty (name {name!r})"
             )
-        cache_key = (namespace, name, frozenset(ref.scalerMetadata.items()))
+        # Deterministic serialisation orders the map: one C call instead of hashing its items.
+        cache_key = ref.SerializeToString(deterministic=True)
         entry = self._cache.get(cache_key)
         if entry is None:
             entry = self._parse(namespace, name, ref.scalerMetadata)
@@ -184,8 +246,8 @@ class TargetResolver:
 
     @staticmethod
     def _parse(namespace: str, name: str, raw: Mapping[str, str]) -> ResolvedTarget | str:
-        metadata = _metadata_without_keda_keys(raw)
         try:
+            metadata = target_metadata(raw)
             spec = parse_spec(metadata)
         except SpecError as error:
             return f"ScaledObject {namespace}/{name}: {error}"
@@ -254,21 +316,21 @@ class ExternalScalerService(pb2_grpc.ExternalScalerServicer):
         if not request.HasField("scaledObjectRef"):
             raise ScalerRpcError(grpc.StatusCode.INVALID_ARGUMENT, "GetMetricsRequest.scaledObjectRef is missing")
         target = self._resolver.resolve(request.scaledObjectRef)
+        self._register(target)
         if request.metricName != target.metric_name:
             raise ScalerRpcError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"metricName {request.metricName!r} is not served for {target.key}; "
                 f"GetMetricSpec names {target.metric_name!r}",
             )
-        snapshot = await self._servable_snapshot(target)
-        replicas = served_replicas(snapshot)
-        value = pb2.MetricValue(metricName=target.metric_name, metricValue=replicas, metricValueFloat=float(replicas))
-        return pb2.GetMetricsResponse(metricValues=[value])
+        metrics, _ = target.answers(await self._servable_snapshot(target))
+        return metrics
 
     async def _is_active(self, ref: pb2.ScaledObjectRef) -> pb2.IsActiveResponse:
         target = self._resolver.resolve(ref)
-        snapshot = await self._servable_snapshot(target)
-        return pb2.IsActiveResponse(result=is_active(snapshot))
+        self._register(target)
+        _, active = target.answers(await self._servable_snapshot(target))
+        return active
 
     async def _stream_is_active(
         self, ref: pb2.ScaledObjectRef, context: grpc.aio.ServicerContext[object, object]
@@ -279,12 +341,14 @@ class ExternalScalerService(pb2_grpc.ExternalScalerServicer):
         reconnects with backoff and meanwhile relies on its polling fallback.
         """
         target = self._resolver.resolve(ref)
+        self._register(target)
         await self._servable_snapshot(target)
         resend = self._settings.stream_resend_seconds
         engine_snapshot = self._engine.snapshot()
         sent: bool | None = None
         sent_at = 0.0
         while True:
+            self._register(target)  # an open stream is contact too: keeps the target from idling out
             active = is_active(self._require_servable(target, engine_snapshot.get(target.key)))
             if active != sent or time.monotonic() - sent_at >= resend:
                 await context.write(pb2.IsActiveResponse(result=active))
@@ -295,6 +359,7 @@ class ExternalScalerService(pb2_grpc.ExternalScalerServicer):
     # --- shared steps -----------------------------------------------------------------
 
     def _register(self, target: ResolvedTarget) -> None:
+        """Register on first contact and mark every later one; the engine evicts idle targets."""
         try:
             self._engine.ensure_target(target.key, target.spec)
         except UnknownEndpointError as error:
@@ -305,18 +370,14 @@ class ExternalScalerService(pb2_grpc.ExternalScalerServicer):
             raise ScalerRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{target.describe()}: {error}") from error
 
     async def _servable_snapshot(self, target: ResolvedTarget) -> TargetSnapshot:
-        """The target's snapshot, registering it and waiting a bounded time while it warms."""
+        """The target's snapshot (it is registered already), waiting a bounded time while it warms."""
         snapshot = self._engine.snapshot().get(target.key)
-        if snapshot is None:
-            self._register(target)
         if snapshot is None or snapshot.status is TargetStatus.WARMING:
             waited = await self._engine.wait_for_target(target.key, self._settings.warming_wait_seconds)
             snapshot = waited or self._engine.snapshot().get(target.key)
         return self._require_servable(target, snapshot)
 
     def _require_servable(self, target: ResolvedTarget, snapshot: TargetSnapshot | None) -> TargetSnapshot:
-        if snapshot is None:
-            self._register(target)  # the engine dropped it; the client's retry finds it warming
         reason = unavailable_reason(snapshot, None if self._clock is None else self._clock())
         if reason is not None or snapshot is None:
             raise ScalerRpcError(grpc.StatusCode.UNAVAILABLE, f"{target.describe()} {reason}")
@@ -329,23 +390,27 @@ class ExternalScalerService(pb2_grpc.ExternalScalerServicer):
         request: _Request,
         context: grpc.aio.ServicerContext[object, object],
     ) -> _Response:
-        """Run a handler, map its failure to a status, and report the outcome to the observer."""
+        """Run a handler, map its failure to a status, and report the outcome to the observer.
+
+        The outcome is reported before the status is sent, so a client that has its
+        answer can rely on the observer having seen the call.
+        """
         started = time.perf_counter()
-        code = grpc.StatusCode.OK
         try:
-            return await handler(request)
+            response = await handler(request)
         except ScalerRpcError as failure:
-            code = failure.code
+            self._observe(method, failure.code, time.perf_counter() - started)
             await _abort(context, failure)
         except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+            self._observe(method, grpc.StatusCode.CANCELLED, time.perf_counter() - started)
             raise
         except Exception:
-            code = grpc.StatusCode.INTERNAL
             _log.exception("%s failed", method)
-            await _abort(context, ScalerRpcError(code, f"{method}: internal error; see the autoscaler's log"))
-        finally:
-            self._observe(method, code, time.perf_counter() - started)
+            internal = ScalerRpcError(grpc.StatusCode.INTERNAL, f"{method}: internal error; see the autoscaler's log")
+            self._observe(method, internal.code, time.perf_counter() - started)
+            await _abort(context, internal)
+        self._observe(method, grpc.StatusCode.OK, time.perf_counter() - started)
+        return response
 
     def _observe(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         if self._observer is None:

@@ -31,13 +31,13 @@ _log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class GrpcServerSettings:
     host: str = "0.0.0.0"
-    port: int = 9090
+    port: int = 9100
     """0 picks a free port; `GrpcServer.port` tells which."""
     tls: TlsSettings | None = None
     """None serves plaintext (KEDA's default, with no caCert/tlsClientCert set)."""
     max_message_bytes: int = 4 * 1024 * 1024
     """Largest request or response; scalerMetadata is small, so this only bounds abuse."""
-    max_concurrent_streams: int = 1024
+    max_concurrent_streams: int = 16_384
     """HTTP/2 streams per connection; KEDA multiplexes every ScaledObject on one connection."""
     max_concurrent_rpcs: int | None = None
     """Calls in flight across the server before new ones get RESOURCE_EXHAUSTED; None is unbounded."""

@@ -8,18 +8,19 @@ describes every response built here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot
 from autoscaler.domain.spec import ScalerSpec
-from autoscaler.domain.types import Decision, Forecast, ModelScore
+from autoscaler.domain.types import Decision, Forecast, ModelScore, TargetKey
 from autoscaler.engine.api import EngineView
 from autoscaler.services import page
 from autoscaler.services.openapi import (
@@ -28,12 +29,13 @@ from autoscaler.services.openapi import (
     MAX_QUERY_VALUE_LENGTH,
     openapi_document,
 )
-from autoscaler.services.telemetry import data_age_seconds, default_telemetry
+from autoscaler.services.telemetry import CONTENT_TYPE, Telemetry, data_age_seconds, default_telemetry
 
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 API_PREFIX = "/api/v1"
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
 
 class BadRequestError(ValueError):
@@ -60,7 +62,8 @@ def target_path(target: TargetSnapshot) -> str:
     return f"{key.namespace}/{key.name}/{key.metadata_digest}"
 
 
-def summary_json(snapshot: EngineSnapshot, target: TargetSnapshot) -> Json:
+def _summary_fields(target: TargetSnapshot) -> Json:
+    """A target's summary except its data age, which moves with every snapshot."""
     decision = target.decision
     return {
         "key": str(target.key),
@@ -75,10 +78,13 @@ def summary_json(snapshot: EngineSnapshot, target: TargetSnapshot) -> Json:
         "buffer_replicas": decision.buffer_replicas if decision else None,
         "model": target.chosen_model,
         "last_sample_at": target.last_sample_at,
-        "data_age_seconds": _finite(data_age_seconds(snapshot, target)),
         "api_url": f"{API_PREFIX}/targets/{target_path(target)}",
         "page_url": f"/targets/{target_path(target)}",
     }
+
+
+def summary_json(snapshot: EngineSnapshot, target: TargetSnapshot) -> Json:
+    return {**_summary_fields(target), "data_age_seconds": _finite(data_age_seconds(snapshot, target))}
 
 
 def _spec_json(spec: ScalerSpec) -> Json:
@@ -228,12 +234,13 @@ def detail_json(snapshot: EngineSnapshot, target: TargetSnapshot, *, points: int
     }
 
 
+def _json_text(body: Json) -> str:
+    return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
 def _json(body: Json, *, status: int = 200) -> web.Response:
     return web.Response(
-        text=json.dumps(body, separators=(",", ":"), allow_nan=False),
-        status=status,
-        content_type="application/json",
-        headers={"Cache-Control": "no-store"},
+        text=_json_text(body), status=status, content_type="application/json", headers={"Cache-Control": "no-store"}
     )
 
 
@@ -259,42 +266,67 @@ def _points(request: web.Request) -> int:
     return points
 
 
+class _Summaries:
+    """Each target's summary as JSON text, reused until the engine publishes a new snapshot
+    of that target: a list of a thousand targets is then joined, not re-serialised.
+    """
+
+    def __init__(self) -> None:
+        self._texts: dict[TargetKey, tuple[TargetSnapshot, str]] = {}
+
+    def listing(self, snapshot: EngineSnapshot, targets: Iterable[TargetSnapshot], fields: Json) -> str:
+        """`{...fields, generated_at, generation, targets: [summaries sorted by key]}` as text."""
+        parts = []
+        for target in sorted(targets, key=lambda t: (t.key.namespace, t.key.name, t.key.metadata_digest)):
+            cached = self._texts.get(target.key)
+            if cached is None or cached[0] is not target:
+                cached = (target, _json_text(_summary_fields(target))[:-1])
+                self._texts[target.key] = cached
+            age = _finite(data_age_seconds(snapshot, target))
+            parts.append(f'{cached[1]},"data_age_seconds":{"null" if age is None else repr(age)}}}')
+        head = _json_text({**fields, "generated_at": snapshot.generated_at, "generation": snapshot.generation})
+        return f'{head[:-1]},"targets":[{",".join(parts)}]}}'
+
+    def forget_removed(self, snapshot: EngineSnapshot) -> None:
+        self._texts = {key: text for key, text in self._texts.items() if key in snapshot.targets}
+
+
 class _Handlers:
-    def __init__(self, engine: EngineView, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
+    def __init__(self, engine: EngineView, telemetry: Telemetry, ready: Callable[[], bool]) -> None:
         self._engine = engine
-        self._registry = registry
+        self._telemetry = telemetry
         self._ready = ready
         self._openapi = json.dumps(openapi_document())
+        # Rendering JSON or /metrics for a thousand targets takes tens of milliseconds of
+        # Python. On this thread the event loop keeps answering KEDA between GIL
+        # switches instead of stalling; one worker means the exposition cache has a
+        # single writer.
+        self._render_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-render")
+        self._summaries = _Summaries()  # used on the render thread only
+
+    async def _rendered(self, build: Callable[[], str], content_type: str) -> web.Response:
+        text = await asyncio.get_running_loop().run_in_executor(self._render_pool, build)
+        response = web.Response(text=text, headers={"Cache-Control": "no-store"})
+        response.headers["Content-Type"] = content_type
+        return response
 
     async def list_targets(self, request: web.Request) -> web.Response:
         snapshot = self._engine.snapshot()
-        targets = sorted(snapshot.targets.values(), key=lambda t: (t.key.namespace, t.key.name, t.key.metadata_digest))
-        return _json(
-            {
-                "generated_at": snapshot.generated_at,
-                "generation": snapshot.generation,
-                "targets": [summary_json(snapshot, target) for target in targets],
-            }
-        )
+
+        def render() -> str:
+            self._summaries.forget_removed(snapshot)
+            return self._summaries.listing(snapshot, snapshot.targets.values(), {})
+
+        return await self._rendered(render, JSON_CONTENT_TYPE)
 
     async def scaled_object(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         snapshot = self._engine.snapshot()
-        triggers = sorted(
-            (t for t in snapshot.targets.values() if t.key.namespace == namespace and t.key.name == name),
-            key=lambda t: t.key.metadata_digest,
-        )
+        triggers = [t for t in snapshot.targets.values() if t.key.namespace == namespace and t.key.name == name]
         if not triggers:
             return error_response(404, f"no target for ScaledObject {namespace}/{name}")
-        return _json(
-            {
-                "namespace": namespace,
-                "name": name,
-                "generated_at": snapshot.generated_at,
-                "generation": snapshot.generation,
-                "targets": [summary_json(snapshot, target) for target in triggers],
-            }
-        )
+        fields = {"namespace": namespace, "name": name}
+        return await self._rendered(lambda: self._summaries.listing(snapshot, triggers, fields), JSON_CONTENT_TYPE)
 
     async def target(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
@@ -311,7 +343,12 @@ class _Handlers:
             return error_response(404, f"no target {where}")
         if len(matches) > 1:
             return error_response(409, f"digest prefix {digest!r} matches {len(matches)} triggers of {where}")
-        return _json(detail_json(snapshot, matches[0], points=points))
+        return await self._rendered(
+            lambda: _json_text(detail_json(snapshot, matches[0], points=points)), JSON_CONTENT_TYPE
+        )
+
+    async def close(self, app: web.Application) -> None:
+        self._render_pool.shutdown(wait=False, cancel_futures=True)
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(text=self._openapi, content_type="application/json")
@@ -321,14 +358,12 @@ class _Handlers:
 
     async def readyz(self, request: web.Request) -> web.Response:
         snapshot = self._engine.snapshot()
-        ready = self._ready()
+        ready = snapshot.generation > 0 and self._ready()
         body = {"ready": ready, "generation": snapshot.generation, "targets": len(snapshot.targets)}
         return _json(body, status=200 if ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(self._registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
+        return await self._rendered(self._telemetry.render, CONTENT_TYPE)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -357,21 +392,17 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
 def create_http_app(
     engine: EngineView,
     *,
-    telemetry_registry: CollectorRegistry | None = None,
+    telemetry: Telemetry | None = None,
     ready: Callable[[], bool] | None = None,
 ) -> web.Application:
     """The daemon's HTTP application: API, OpenAPI, health, /metrics and the page.
 
-    `ready` reports the daemon's lifecycle (False while starting or shutting down);
-    without it the app is ready once the engine has published a snapshot
-    (generation > 0). Without `telemetry_registry` the process-wide telemetry is
-    served, with per-target metrics read from `engine`.
+    /readyz is ready once the engine has published a snapshot (generation > 0) and
+    `ready` (the daemon's lifecycle: False while starting or shutting down) agrees.
+    Without `telemetry` /metrics serves the process-wide telemetry, whose per-target
+    part `telemetry.install_collector` connects to the engine.
     """
-    if telemetry_registry is None:
-        telemetry = default_telemetry()
-        telemetry.watch(engine)
-        telemetry_registry = telemetry.registry
-    handlers = _Handlers(engine, telemetry_registry, ready or (lambda: engine.snapshot().generation > 0))
+    handlers = _Handlers(engine, telemetry or default_telemetry(), ready or (lambda: True))
     app = web.Application(middlewares=[_json_errors])
     routes = [
         (f"{API_PREFIX}/targets", handlers.list_targets),
@@ -385,4 +416,5 @@ def create_http_app(
     for path, handler in routes:
         app.router.add_get(path, handler, allow_head=False)
     page.add_routes(app)
+    app.on_cleanup.append(handlers.close)
     return app

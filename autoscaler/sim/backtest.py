@@ -85,7 +85,7 @@ class PolicyRun:
     name: str
     totals: ClusterTotals
     records: tuple[StepRecord, ...]
-    achieved_coverage: float | None = None
+    achieved_coverage: float | None = None  # forecast coverage at the lead time, ours only
 
 
 def make_policy(name: str, config: BacktestConfig, trace: Trace) -> Policy:
@@ -144,8 +144,21 @@ def run_policy(
         )
         if on_progress is not None and (row + 1) % progress_every == 0:
             on_progress(row + 1, end)
-    coverage = policy.pipeline.achieved_coverage if isinstance(policy, OursPolicy) else None
+    coverage = forecast_coverage(records, config.spec().lead_steps) if isinstance(policy, OursPolicy) else None
     return PolicyRun(name=policy.name, totals=cluster.totals, records=tuple(records), achieved_coverage=coverage)
+
+
+def forecast_coverage(records: list[StepRecord], lead_steps: int) -> float | None:
+    """Share of forecasts made at row t that covered the demand at row t + lead.
+
+    The same check the calibrator makes online, over the whole run instead of its window.
+    """
+    covered = scored = 0
+    for made, arrived in zip(records, records[lead_steps:], strict=False):
+        if math.isfinite(made.forecast):
+            scored += 1
+            covered += arrived.demand <= made.forecast + 1e-9 * max(1.0, arrived.demand)
+    return covered / scored if scored else None
 
 
 def run_named(name: str, trace: Trace, config: BacktestConfig) -> PolicyRun:

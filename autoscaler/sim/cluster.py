@@ -123,8 +123,11 @@ class Cluster:
         totals.replica_steps += len(self._pod_ready_at)
         totals.node_steps += len(self._nodes)
         return StepOutcome(
-            ready_replicas=ready, replicas=len(self._pod_ready_at), nodes=len(self._nodes),
-            served=served, unserved=unserved,
+            ready_replicas=ready,
+            replicas=len(self._pod_ready_at),
+            nodes=len(self._nodes),
+            served=served,
+            unserved=unserved,
         )
 
     def _reconcile_nodes(self, now: float, pods: int) -> None:

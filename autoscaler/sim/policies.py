@@ -165,9 +165,7 @@ class _AdditiveHoltWinters:
             return
         self.level = self.alpha * (value - seasonal) + (1 - self.alpha) * (previous_level + previous_trend)
         self.trend = self.beta * (self.level - previous_level) + (1 - self.beta) * previous_trend
-        self.seasonals.append(
-            self.gamma * (value - previous_level - previous_trend) + (1 - self.gamma) * seasonal
-        )
+        self.seasonals.append(self.gamma * (value - previous_level - previous_trend) + (1 - self.gamma) * seasonal)
 
     def forecast(self, horizon: int) -> FloatArray:
         season = len(self.seasonals)
@@ -219,7 +217,9 @@ class OraclePolicy:
         bounds = {"min_replicas": self.spec.min_replicas, "max_replicas": self.spec.max_replicas}
         replicas = clamp_replicas(replicas_for_demand(float(lead.max()), self.spec.capacity_per_replica), **bounds)
         node_need = clamp_replicas(replicas_for_demand(float(node.max()), self.spec.capacity_per_replica), **bounds)
-        return PolicyDecision(replicas=replicas, buffer_replicas=max(0, node_need - replicas), forecast=float(lead.max()))
+        return PolicyDecision(
+            replicas=replicas, buffer_replicas=max(0, node_need - replicas), forecast=float(lead.max())
+        )
 
     def observe(self, now: float, value: float) -> None:
         self._row += 1

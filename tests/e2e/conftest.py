@@ -40,8 +40,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         binaries = build_binaries(log_file=build_log)
     except BuildError as exc:
         pytest.fail(
-            f"e2e harness build failed (full log: {build_log}); "
-            f"run tests/harness/build_all.sh to reproduce.\n{exc}",
+            f"e2e harness build failed (full log: {build_log}); run tests/harness/build_all.sh to reproduce.\n{exc}",
             pytrace=False,
         )
     cp = ControlPlane(binaries, workdir=tmp_path_factory.mktemp("control-plane"))
@@ -58,9 +57,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, object, object]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, object]:
     report = yield
     if _started and getattr(report, "failed", False) and "control_plane" in getattr(item, "fixturenames", ()):
         cp = _started[0]

@@ -17,7 +17,13 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.harness.cluster import GPU_RESOURCE, ControlPlane, FakeNodeSpec, load_versions
+from tests.harness.cluster import (
+    GPU_RESOURCE,
+    POD_READY_DELAY_ANNOTATION,
+    ControlPlane,
+    FakeNodeSpec,
+    load_versions,
+)
 
 T = TypeVar("T")
 
@@ -86,9 +92,7 @@ def test_version_is_pinned(control_plane: ControlPlane) -> None:
     assert (version["major"], version["minor"]) == (major, minor)
 
 
-def test_gpu_deployment_runs_on_kwok_nodes(
-    control_plane: ControlPlane, api: client.ApiClient, namespace: str
-) -> None:
+def test_gpu_deployment_runs_on_kwok_nodes(control_plane: ControlPlane, api: client.ApiClient, namespace: str) -> None:
     # Any: the client's models have Optional fields everywhere; the test asserts on them.
     core: Any = client.CoreV1Api(api)
     apps: Any = client.AppsV1Api(api)
@@ -156,9 +160,7 @@ def test_high_priority_pod_preempts_low_priority_gpu_pod(
     try:
         placement = {
             "nodeSelector": {"pa-e2e/pool": "preemption"},
-            "tolerations": [
-                {"key": taint["key"], "operator": "Equal", "value": "true", "effect": "NoSchedule"}
-            ],
+            "tolerations": [{"key": taint["key"], "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
         }
 
         def pod(name: str, priority_class: str) -> dict[str, Any]:
@@ -201,3 +203,35 @@ def test_high_priority_pod_preempts_low_priority_gpu_pod(
     finally:
         scheduling.delete_priority_class(low_pc)
         scheduling.delete_priority_class(high_pc)
+
+
+def test_pod_ready_delay_annotation_holds_pod_not_ready(
+    control_plane: ControlPlane, api: client.ApiClient, namespace: str
+) -> None:
+    core: Any = client.CoreV1Api(api)
+    [node] = control_plane.create_fake_gpu_nodes(1, name_prefix=f"smoke-delay-{namespace[-8:]}")
+    control_plane.wait_for_nodes_ready([node])
+
+    def make(name: str, annotations: dict[str, str]) -> None:
+        core.create_namespaced_pod(
+            namespace,
+            {
+                "metadata": {"name": name, "annotations": annotations},
+                "spec": {"nodeSelector": {"kubernetes.io/hostname": node}, "containers": [_gpu_container(1)]},
+            },
+        )
+
+    start = time.monotonic()
+    make("slow", {POD_READY_DELAY_ANNOTATION: "4s"})
+    make("fast", {})
+
+    def ready(name: str) -> Any:
+        p = core.read_namespaced_pod(name, namespace)
+        return p if _pod_ready(p) else None
+
+    wait_for("pod without the annotation to become ready", lambda: ready("fast"), timeout_s=30)
+    slow = core.read_namespaced_pod("slow", namespace)
+    assert slow.spec.node_name == node  # bound by the scheduler ...
+    assert not _pod_ready(slow)  # ... but still starting
+    wait_for("annotated pod to become ready", lambda: ready("slow"), timeout_s=30)
+    assert time.monotonic() - start >= 3.5

@@ -58,6 +58,8 @@ KWOK_STAGES_TEMPLATE = HARNESS_DIR / "kwok" / "stages.yaml"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_NODE_ANNOTATION_VALUE = "fake"
 GPU_RESOURCE = "nvidia.com/gpu"
+#: Pod annotation overriding the pod-ready delay for that pod (a Go duration such as "5s").
+POD_READY_DELAY_ANNOTATION = "e2e.predictive-autoscaler.io/pod-ready-delay"
 
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 # Pod IPs kwok writes into pod status. Nothing ever connects to them (there is
@@ -346,6 +348,11 @@ class FakeNodeSpec:
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on 127.0.0.1.
 
+    ``pod_ready_delay_ms``: how long kwok waits after a pod is bound before
+    marking it Running/Ready (a pod's ``POD_READY_DELAY_ANNOTATION`` overrides
+    it). ``node_heartbeat_ms``: period of the fake nodes' status heartbeat.
+    ``job_pod_run_ms``: how long a Job's pod runs before it succeeds.
+
     Attributes available after :meth:`start`: ``server`` (https URL),
     ``kubeconfig`` (admin kubeconfig path, identity in ``system:masters``),
     ``ca_file``, ``admin_cert``/``admin_key``, ``workdir``, ``log_dir``.
@@ -486,9 +493,7 @@ class ControlPlane:
             "IP:127.0.0.1",
             f"IP:{svc_ip}",
         ]
-        self._apiserver_tls = pki.leaf(
-            "apiserver", ca, common_name="kube-apiserver", server_sans=sans, client=False
-        )
+        self._apiserver_tls = pki.leaf("apiserver", ca, common_name="kube-apiserver", server_sans=sans, client=False)
         pki.leaf("admin", ca, common_name="pa-e2e-admin", organizations=["system:masters"])
         self._kcm_client = pki.leaf("controller-manager", ca, common_name="system:kube-controller-manager")
         self._scheduler_client = pki.leaf("scheduler", ca, common_name="system:kube-scheduler")
@@ -604,6 +609,9 @@ class ControlPlane:
                 f"--service-account-key-file={self._sa_pub}",
                 f"--service-account-signing-key-file={self._sa_key}",
                 "--allow-privileged=true",
+                # The "kubernetes" Service cannot get a loopback endpoint (validation
+                # rejects 127.0.0.0/8); nothing in this cluster needs it, so do not try.
+                "--endpoint-reconciler-type=none",
                 # Aggregation layer (for an APIService served by a test process later).
                 f"--requestheader-client-ca-file={self.front_proxy_ca_file}",
                 "--requestheader-allowed-names=front-proxy-client",
@@ -715,9 +723,7 @@ class ControlPlane:
         return path
 
     def _start_kwok(self) -> None:
-        kubeconfig = self._write_kubeconfig(
-            self.workdir / "kwok.kubeconfig", self._kwok_client, "pa-e2e-kwok"
-        )
+        kubeconfig = self._write_kubeconfig(self.workdir / "kwok.kubeconfig", self._kwok_client, "pa-e2e-kwok")
         stages = self._render_kwok_stages()
         port = free_port()
         proc = self._spawn(
@@ -741,9 +747,7 @@ class ControlPlane:
 
         self._wait_healthy(proc, f"kwok /healthz on port {port}", healthy)
 
-    def restart_kwok(
-        self, *, pod_ready_delay_ms: int | None = None, node_heartbeat_ms: int | None = None
-    ) -> None:
+    def restart_kwok(self, *, pod_ready_delay_ms: int | None = None, node_heartbeat_ms: int | None = None) -> None:
         """Restart kwok, optionally with a new pod-ready delay or node heartbeat period."""
         if pod_ready_delay_ms is not None:
             self.pod_ready_delay_ms = pod_ready_delay_ms
@@ -771,9 +775,7 @@ class ControlPlane:
             status, _ = self.api_get("/api/v1/namespaces/default/serviceaccounts/default")
             return status == 200
 
-        _wait_until(
-            "the default ServiceAccount (created by kube-controller-manager)", exists, self.startup_timeout_s
-        )
+        _wait_until("the default ServiceAccount (created by kube-controller-manager)", exists, self.startup_timeout_s)
 
     def create_fake_gpu_nodes(
         self,

@@ -57,9 +57,17 @@ pa_build() {
     return 0
   fi
   local stage; stage="$(mktemp -d "${PA_BIN_ROOT}/.${name}-${version}.XXXXXX")"
+  chmod 755 "${stage}"
   pa_log "${name} ${version}: building into ${dest}"
   local start=${SECONDS}
-  if ! "${fn}" "${stage}"; then
+  # Not `if ! fn`: errexit is ignored inside a function called as an `if`
+  # condition, so a failing step would not stop the build function.
+  local rc=0
+  set +e
+  ( set -e; "${fn}" "${stage}" )
+  rc=$?
+  set -e
+  if ((rc != 0)); then
     rm -rf "${stage}"
     flock -u "${lock_fd}"; exec {lock_fd}>&-
     pa_die "${name} ${version}: build failed"

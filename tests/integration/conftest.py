@@ -8,9 +8,9 @@ Fixture API (reuse these rather than starting more servers: each costs about a s
   own series with `set_gauge` / `set_counter_rate` and `remove` them; change the shared ones
   only if you put them back.
 - `prometheus_history` (session): `TraceHistory` -- the points of `demo_requests_waiting`
-  backfilled from the nasa_http_jul95 trace: 360 points 60 s apart, the last at `end`
-  (one to two minutes before the server started). Same labels as the live series, so a
-  range query over [end - 6 h, now] sees the trace, then live scrapes.
+  backfilled from the azure_llm2023_conv_rate trace: 300 points 60 s apart, the last at
+  `end` (one to two minutes before the server started). Same labels as the live series,
+  so a range query over [start, now] sees the trace, then live scrapes.
 - `prometheus` (session): the shared started `PrometheusServer` (1 s scrapes of
   `metrics_exporter`; trace history and 10 min of counter history backfilled). Do not
   stop or restart it; use `prometheus_factory` for that.

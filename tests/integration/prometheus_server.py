@@ -3,9 +3,10 @@
 - `MetricsExporter`: our /metrics endpoint (text format 0.0.4) on 127.0.0.1:<free port>,
   served from a thread so it outlives any one test's event loop. Tests set gauges and
   linear counters.
-- `trace_points`, `write_openmetrics`, `create_blocks`: turn a trace from the shared trace
-  directory into TSDB blocks with `promtool tsdb create-blocks-from openmetrics`, written into
-  the data directory before Prometheus starts, so range queries return real history.
+- `trace_points`, `write_openmetrics`, `create_blocks`: turn a real trace (the shared trace
+  directory, else the demo's bundled ones) into TSDB blocks with
+  `promtool tsdb create-blocks-from openmetrics`, written into the data directory before
+  Prometheus starts, so range queries return real history.
 - `PrometheusServer`: generated config (1 s scrapes of one exporter), temp data dir,
   optional TLS via --web.config.file; start waits for /-/ready; stop is a clean SIGTERM;
   restart reuses the port and the data dir.
@@ -13,9 +14,10 @@
 - `BearerTokenProxy`: a loopback aiohttp proxy in front of Prometheus that checks and
   records the Authorization header, since Prometheus itself cannot check bearer tokens.
 
-Backfilled blocks end before the first scrape, so they never overlap the head block;
-Prometheus 2.42 accepts blocks that overlap each other without any flag (vertical
-compaction is on by default since 2.39).
+Backfill before the first start, with points older than anything to be scraped: the
+head then starts after the newest block, and blocks never overlap it. Blocks may overlap
+each other (two backfills of one range): 2.42 loads them with a warning and merges them at
+query time, without the --storage.tsdb.allow-overlapping-blocks flag of older releases.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import csv
 import datetime
 import ipaddress
+import json
 import math
 import os
 import signal
@@ -33,6 +36,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +55,12 @@ from autoscaler.adapters.prometheus import PrometheusClient, Sample
 
 PROMETHEUS_BINARY = Path("/usr/bin/prometheus")
 PROMTOOL_BINARY = Path("/usr/bin/promtool")
-TRACES_DIR = Path(os.environ.get("AUTOSCALER_TRACES_DIR", "/work/shared/traces"))
+# The shared development traces, then the ones the package bundles for the demo, so a
+# fresh clone without the shared directory still has real history to backfill.
+TRACE_DIRS = (
+    Path(os.environ.get("AUTOSCALER_TRACES_DIR", "/work/shared/traces")),
+    Path(__file__).resolve().parents[2] / "autoscaler" / "demo",
+)
 # The labels Prometheus attaches to everything scraped from the exporter; backfilled
 # series carry the same ones, so history and live samples form one series.
 EXPORTER_LABELS: Mapping[str, str] = {"job": "exporter", "instance": "exporter"}
@@ -251,12 +260,13 @@ def trace_points(
     The trace keeps its shape; its clock is replaced (`step_seconds` apart, the newest
     point at `end`) and its values multiplied by `scale`.
     """
-    path = TRACES_DIR / f"{trace}.csv"
-    try:
-        with path.open(newline="") as handle:
-            values = [float(row["value"]) for row in csv.DictReader(handle)]
-    except OSError as error:
-        raise PrometheusHarnessError(f"trace {path} is not readable (set AUTOSCALER_TRACES_DIR)") from error
+    path = next(
+        (directory / f"{trace}.csv" for directory in TRACE_DIRS if (directory / f"{trace}.csv").is_file()), None
+    )
+    if path is None:
+        raise PrometheusHarnessError(f"trace {trace}.csv is in none of {', '.join(map(str, TRACE_DIRS))}")
+    with path.open(newline="") as handle:
+        values = [float(row["value"]) for row in csv.DictReader(handle)]
     if len(values) < count:
         raise PrometheusHarnessError(f"trace {trace} has {len(values)} points, {count} asked")
     tail = values[-count:]
@@ -402,6 +412,7 @@ class PrometheusServer:
     def backfill(self, series: Sequence[BackfillSeries]) -> None:
         if self.running:
             raise PrometheusHarnessError("backfill needs the server stopped: blocks must not overlap the head")
+        self.workdir.mkdir(parents=True, exist_ok=True)
         openmetrics = self.workdir / f"backfill-{time.time_ns()}.om"
         write_openmetrics(openmetrics, series)
         create_blocks(openmetrics, self.data_dir)
@@ -427,6 +438,8 @@ class PrometheusServer:
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready(timeout)
+        if self.scrape_target is not None:
+            self._wait_for_first_scrape(timeout)
 
     def stop(self, *, timeout: float = 15.0) -> None:
         """SIGTERM and wait, so the WAL is flushed for a restart; SIGKILL if it hangs."""
@@ -486,8 +499,24 @@ class PrometheusServer:
         path.write_text(yaml.safe_dump(config))
         return path
 
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=str(self.tls.ca_cert)) if self.tls else None
+
+    def _wait_for_first_scrape(self, timeout: float) -> None:
+        """Tests start from a known state: the exporter's series are in the head."""
+        query = urllib.parse.urlencode({"query": f'up{{job="{EXPORTER_LABELS["job"]}"}} == 1'})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(
+                f"{self.url}/api/v1/query?{query}", timeout=2, context=self._ssl_context()
+            ) as response:
+                if json.load(response)["data"]["result"]:
+                    return
+            time.sleep(0.1)
+        raise PrometheusHarnessError(f"no scrape of {self.scrape_target} within {timeout}s:\n{self.log_tail()}")
+
     def _wait_ready(self, timeout: float) -> None:
-        context = ssl.create_default_context(cafile=str(self.tls.ca_cert)) if self.tls else None
+        context = self._ssl_context()
         deadline = time.monotonic() + timeout
         last_problem = "no answer yet"
         while time.monotonic() < deadline:
@@ -561,9 +590,9 @@ class BearerTokenProxy:
 # ---- what the shared server carries ---------------------------------------------------
 
 HISTORY_METRIC = "demo_requests_waiting"
-HISTORY_TRACE = "nasa_http_jul95"
-HISTORY_STEP_SECONDS = 60.0
-HISTORY_POINTS = 360  # six hours: enough for a >3 h range at 1 s that needs two requests
+HISTORY_TRACE = "azure_llm2023_conv_rate"  # bundled with the demo, so CI has it too
+HISTORY_STEP_SECONDS = 60.0  # the trace's 10 s bins re-timed: an hour becomes ~6 h
+HISTORY_POINTS = 300  # five hours: enough for a >3 h range at 1 s that needs two requests
 COUNTER_HISTORY_SECONDS = 600  # covers any preset rate window (120 s) with 1 s samples
 PRESET_SELECTOR = 'model_name="m1"'
 

@@ -18,6 +18,7 @@ prometheus:
 grpc:
   port: 9200
   tlsCertFile: /tls/tls.crt
+  tlsKeyFile: /tls/tls.key
 leaderElection:
   enabled: true
 log:
@@ -92,3 +93,12 @@ def test_endpoint_validation_becomes_config_error(tmp_path: Path) -> None:
     text = "prometheus: {endpoints: [{name: a, url: 'http://user:pw@host:9090'}]}"
     with pytest.raises(ConfigError, match=r"prometheus.endpoints\[0\]: .*credentials"):
         load_settings(write(tmp_path, text), environ={})
+
+
+@pytest.mark.parametrize(
+    "grpc",
+    ["{tlsCertFile: /a}", "{tlsKeyFile: /a}", "{clientCaFile: /a}"],
+)
+def test_tls_files_must_come_together(tmp_path: Path, grpc: str) -> None:
+    with pytest.raises(ConfigError, match="grpc"):
+        load_settings(write(tmp_path, f"grpc: {grpc}"), environ={})

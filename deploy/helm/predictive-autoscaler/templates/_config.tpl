@@ -22,6 +22,9 @@ prometheus:
       {{- if hasKey $ep "timeoutSeconds" }}
       timeoutSeconds: {{ $ep.timeoutSeconds }}
       {{- end }}
+      {{- if hasKey $ep "retries" }}
+      retries: {{ $ep.retries }}
+      {{- end }}
       {{- if $ep.insecureSkipVerify }}
       insecureSkipVerify: true
       {{- end }}
@@ -52,10 +55,4 @@ actuator:
 log:
   level: {{ .Values.config.log.level }}
   format: {{ .Values.config.log.format }}
-{{- with .Values.config.defaults }}
-defaults:
-  {{- range $key, $value := . }}
-  {{ $key }}: {{ $value | quote }}
-  {{- end }}
-{{- end }}
 {{- end -}}

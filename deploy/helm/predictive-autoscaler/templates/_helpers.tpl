@@ -81,3 +81,9 @@ deploy/rbac/rules.yaml; files/rbac-rules.yaml is a byte-identical copy
 {{- end -}}
 {{- toYaml $rules -}}
 {{- end -}}
+
+{{- define "pa.rbacSubjects" -}}
+- kind: ServiceAccount
+  name: {{ include "pa.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end -}}

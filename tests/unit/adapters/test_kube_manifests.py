@@ -1,0 +1,415 @@
+"""The actuator's pure parts: manifests, resource arithmetic, retry and rate rules."""
+
+from __future__ import annotations
+
+import copy
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from autoscaler.adapters import capacity_buffer
+from autoscaler.adapters.kube import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    SPEC_HASH_ANNOTATION,
+    ActuatorSettings,
+    KubeForbiddenError,
+    KubeNotFoundError,
+    KubeRequestError,
+    KubeUnavailableError,
+    PlaceholderGroup,
+    PriorityClassMismatchError,
+    RetryPolicy,
+    TokenBucket,
+    WorkloadShapeError,
+    _check_priority_class,
+    bounded_name,
+    buffer_object,
+    call_with_retries,
+    format_quantity,
+    matches,
+    placeholder_deployment,
+    placeholder_name,
+    pod_resources,
+    priority_class_manifest,
+)
+
+SETTINGS = ActuatorSettings()
+
+
+def container(
+    name: str, requests: dict[str, str] | None = None, limits: dict[str, str] | None = None
+) -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    if requests is not None:
+        resources["requests"] = requests
+    if limits is not None:
+        resources["limits"] = limits
+    return {"name": name, "image": "serving:1", "resources": resources}
+
+
+def workload(pod_spec: dict[str, Any], *, name: str = "llm", namespace: str = "serving") -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec},
+        },
+    }
+
+
+GPU = "nvidia.com/gpu"
+
+
+@pytest.mark.parametrize(
+    ("pod_spec", "expected"),
+    [
+        pytest.param(
+            {"containers": [container("a", {"cpu": "2", "memory": "8Gi"}, {GPU: "1", "memory": "8Gi"})]},
+            {"requests": {"cpu": "2", "memory": "8589934592", GPU: "1"}, "limits": {"memory": "8589934592", GPU: "1"}},
+            id="gpu-limit-implies-request",
+        ),
+        pytest.param(
+            {
+                "containers": [
+                    container("server", {"cpu": "4", GPU: "2"}, {"cpu": "4", GPU: "2"}),
+                    container("proxy", {"cpu": "500m"}, {"cpu": "1"}),
+                ]
+            },
+            {"requests": {"cpu": "4500m", GPU: "2"}, "limits": {"cpu": "5", GPU: "2"}},
+            id="summed-over-containers",
+        ),
+        pytest.param(
+            {
+                "containers": [
+                    container("server", {"cpu": "1", "memory": "1Gi"}, {"cpu": "2"}),
+                    container("log", {"cpu": "100m"}),
+                ]
+            },
+            {"requests": {"cpu": "1100m", "memory": "1073741824"}},
+            id="one-container-without-limit-leaves-pod-unbounded",
+        ),
+        pytest.param(
+            {
+                "initContainers": [container("download", {"cpu": "8", "memory": "1Gi"})],
+                "containers": [container("server", {"cpu": "2", "memory": "4Gi", GPU: "1"}, {GPU: "1"})],
+            },
+            {"requests": {"cpu": "8", "memory": "4294967296", GPU: "1"}, "limits": {GPU: "1"}},
+            id="init-container-peak",
+        ),
+        pytest.param(
+            {
+                "initContainers": [
+                    {**container("mesh", {"cpu": "1"}), "restartPolicy": "Always"},
+                    container("warmup", {"cpu": "2"}),
+                ],
+                "containers": [container("server", {"cpu": "1"})],
+            },
+            {"requests": {"cpu": "3"}},
+            id="sidecar-adds-to-running-and-to-later-init",
+        ),
+        pytest.param(
+            {"containers": [container("a", {"cpu": "0.25"}), container("b", {"cpu": "1m"})]},
+            {"requests": {"cpu": "251m"}},
+            id="fractional-cpu",
+        ),
+        pytest.param({"containers": [container("a")]}, {"requests": {}}, id="no-requests"),
+    ],
+)
+def test_pod_resources(pod_spec: dict[str, Any], expected: dict[str, dict[str, str]]) -> None:
+    assert pod_resources(pod_spec) == expected
+
+
+@pytest.mark.parametrize(
+    ("pod_spec", "message"),
+    [
+        ({"containers": []}, "no containers"),
+        ({}, "no containers"),
+        ({"containers": [container("a", {"cpu": "lots"})]}, "container 'a': resource cpu='lots' is not a quantity"),
+    ],
+)
+def test_pod_resources_rejects_unusable_templates(pod_spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(WorkloadShapeError, match=message):
+        pod_resources(pod_spec)
+
+
+SCHEDULING = {
+    "nodeSelector": {"gpu.product": "H100"},
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}]
+            }
+        }
+    },
+    "tolerations": [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
+def test_placeholder_copies_scheduling_constraints_and_requests() -> None:
+    spec = {
+        **SCHEDULING,
+        "serviceAccountName": "serving",
+        "topologySpreadConstraints": [{"maxSkew": 1}],
+        "containers": [container("server", {"cpu": "4", GPU: "1"}, {GPU: "1"})],
+    }
+    placeholder = placeholder_deployment(workload(spec), replicas=2, settings=SETTINGS)
+    pod = placeholder["spec"]["template"]["spec"]
+    assert placeholder["metadata"]["name"] == "llm-placeholder"
+    assert placeholder["metadata"]["namespace"] == "serving"
+    assert placeholder["spec"]["replicas"] == 2
+    for key, value in SCHEDULING.items():
+        assert pod[key] == value
+    assert "serviceAccountName" not in pod
+    assert "topologySpreadConstraints" not in pod
+    assert pod["priorityClassName"] == SETTINGS.priority_class_name
+    assert pod["terminationGracePeriodSeconds"] == 0
+    assert pod["automountServiceAccountToken"] is False
+    [pause] = pod["containers"]
+    assert pause["image"] == "registry.k8s.io/pause:3.10"
+    assert pause["resources"] == {"requests": {"cpu": "4", GPU: "1"}, "limits": {GPU: "1"}}
+
+
+def test_placeholder_labels_select_only_its_own_pods() -> None:
+    placeholder = placeholder_deployment(workload({"containers": [container("a")]}), replicas=1, settings=SETTINGS)
+    selector = placeholder["spec"]["selector"]["matchLabels"]
+    pod_labels = placeholder["spec"]["template"]["metadata"]["labels"]
+    assert placeholder["metadata"]["labels"][MANAGED_BY_LABEL] == MANAGED_BY
+    assert selector.items() <= pod_labels.items()
+    assert "app" not in pod_labels  # never counted as a serving pod by the workload's Service or selector
+    assert placeholder["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_placeholder_does_not_alias_the_workload() -> None:
+    source = workload({**SCHEDULING, "containers": [container("a", {"cpu": "1"})]})
+    pristine = copy.deepcopy(source)
+    placeholder_deployment(source, replicas=1, settings=SETTINGS)
+    assert source == pristine
+
+
+def test_settings_reach_the_manifests() -> None:
+    settings = ActuatorSettings(priority_class_name="buffer", priority_value=-5, image="example/pause:1")
+    placeholder = placeholder_deployment(workload({"containers": [container("a")]}), replicas=0, settings=settings)
+    pod = placeholder["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "buffer"
+    assert pod["containers"][0]["image"] == "example/pause:1"
+    assert priority_class_manifest(settings) == {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": "buffer", "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
+        "value": -5,
+        "preemptionPolicy": "Never",
+        "globalDefault": False,
+        "description": priority_class_manifest(settings)["description"],
+    }
+
+
+def test_spec_hash_ignores_replicas_and_tracks_the_template() -> None:
+    base = workload({"containers": [container("a", {GPU: "1"})]})
+    one = placeholder_deployment(base, replicas=1, settings=SETTINGS)
+    five = placeholder_deployment(base, replicas=5, settings=SETTINGS)
+    bigger = placeholder_deployment(
+        workload({"containers": [container("a", {GPU: "2"})]}), replicas=1, settings=SETTINGS
+    )
+    assert hash_of(one) == hash_of(five)
+    assert hash_of(one) != hash_of(bigger)
+
+
+def hash_of(manifest: dict[str, Any]) -> str:
+    return str(manifest["metadata"]["annotations"][SPEC_HASH_ANNOTATION])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: None, True),
+        (lambda d: d["spec"].__setitem__("replicas", 7), False),
+        (lambda d: d["metadata"]["annotations"].__setitem__(SPEC_HASH_ANNOTATION, "stale"), False),
+        (lambda d: d["metadata"].__setitem__("annotations", {}), False),
+        (lambda d: d["spec"]["template"]["spec"].__setitem__("dnsPolicy", "ClusterFirst"), True),  # server defaults
+    ],
+)
+def test_matches(mutate: Any, expected: bool) -> None:
+    desired = placeholder_deployment(workload({"containers": [container("a")]}), replicas=2, settings=SETTINGS)
+    current = copy.deepcopy(desired)
+    mutate(current)
+    assert matches(current, desired) is expected
+
+
+@pytest.mark.parametrize(
+    ("base", "suffix", "limit"),
+    [("llm", "-placeholder", 63), ("a" * 60, "-placeholder", 63), ("x.y-" * 30 + "z", "-placeholder", 63)],
+)
+def test_bounded_name(base: str, suffix: str, limit: int) -> None:
+    name = bounded_name(base, suffix, limit)
+    assert len(name) <= limit
+    assert name.endswith(suffix)
+    assert name[0].isalnum()
+    if len(base) + len(suffix) <= limit:
+        assert name == base + suffix
+    else:
+        assert bounded_name(base + "2", suffix, limit) != name
+
+
+def test_placeholder_name_is_a_label_value() -> None:
+    assert placeholder_name("llm") == "llm-placeholder"
+    assert len(placeholder_name("w" * 253)) == 63
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(Decimal("2"), "2"), (Decimal("0.5"), "500m"), (Decimal("1610612736.0"), "1610612736"), (Decimal("0.0001"), "1m")],
+)
+def test_format_quantity(value: Decimal, text: str) -> None:
+    assert format_quantity(value) == text
+
+
+@pytest.mark.parametrize("version", capacity_buffer.KNOWN_VERSIONS)
+def test_capacity_buffer_manifest(version: str) -> None:
+    group = PlaceholderGroup("serving", "llm")
+    buffer = buffer_object(group, replicas=3, version=version)
+    assert buffer["apiVersion"] == f"autoscaling.x-k8s.io/{version}"
+    assert buffer["kind"] == "CapacityBuffer"
+    assert buffer["metadata"]["name"] == "llm-placeholder"
+    assert buffer["metadata"]["namespace"] == "serving"
+    assert buffer["metadata"]["labels"][MANAGED_BY_LABEL] == MANAGED_BY
+    assert buffer["spec"] == {
+        "scalableRef": {"apiGroup": "apps", "kind": "Deployment", "name": "llm"},
+        "replicas": 3,
+        "provisioningStrategy": "buffer.x-k8s.io/active-capacity",
+    }
+    same_shape = buffer_object(group, replicas=0, version=version)
+    assert matches(buffer, buffer)
+    assert not matches(same_shape, buffer)
+    assert same_shape["metadata"]["annotations"] == buffer["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize(
+    ("found", "problem"),
+    [
+        ({"value": -10, "preemptionPolicy": "Never", "globalDefault": False}, None),
+        ({"value": -10, "preemptionPolicy": "Never"}, None),
+        ({"value": 0, "preemptionPolicy": "Never"}, "value=0"),
+        ({"value": -10}, "preemptionPolicy='PreemptLowerPriority'"),
+        ({"value": -10, "preemptionPolicy": "Never", "globalDefault": True}, "globalDefault=True"),
+    ],
+)
+def test_existing_priority_class_checked(found: dict[str, Any], problem: str | None) -> None:
+    desired = priority_class_manifest(SETTINGS)
+    if problem is None:
+        _check_priority_class("PriorityClass x", found, desired)
+        return
+    with pytest.raises(PriorityClassMismatchError, match=problem):
+        _check_priority_class("PriorityClass x", found, desired)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "sometimes"}, "mode"),
+        ({"writes_per_minute": 0}, "writes_per_minute"),
+        ({"write_burst": 0}, "write_burst"),
+        ({"request_timeout_seconds": 0}, "request_timeout_seconds"),
+        ({"priority_value": 2_000_000_000}, "priority_value"),
+    ],
+)
+def test_settings_validation(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ActuatorSettings(**kwargs)
+
+
+# ----------------------------------------------------------------------------- retries and rate
+
+
+class _Failing:
+    """Raises the given errors in turn, then returns 'ok'."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+def api_error(status: int, retry_after: str | None = None) -> ApiException:
+    exc = ApiException(status=status, reason="test")
+    exc.headers = {"Retry-After": retry_after} if retry_after else {}
+    return exc
+
+
+POLICY = RetryPolicy(attempts=3, base_seconds=0.1, max_seconds=1.0)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        api_error(429),
+        api_error(500),
+        api_error(503),
+        urllib3.exceptions.ProtocolError("reset"),
+        ConnectionRefusedError(),
+    ],
+)
+def test_transient_errors_are_retried(error: BaseException) -> None:
+    sleeps: list[float] = []
+    call = _Failing(error, error)
+    assert call_with_retries("op", call, policy=POLICY, sleep=sleeps.append, jitter=lambda: 0.0) == "ok"
+    assert call.calls == 3
+    assert sleeps == [0.05, 0.1]  # half of the doubling ceiling with zero jitter
+
+
+def test_retry_after_is_honoured_up_to_the_cap() -> None:
+    sleeps: list[float] = []
+    call = _Failing(api_error(429, "0.7"), api_error(429, "30"))
+    call_with_retries("op", call, policy=POLICY, sleep=sleeps.append, jitter=lambda: 0.0)
+    assert sleeps == [0.7, 1.0]
+
+
+def test_exhausted_retries_raise_unavailable_with_cause() -> None:
+    last = api_error(503)
+    call = _Failing(api_error(503), api_error(503), last)
+    with pytest.raises(KubeUnavailableError, match="op: still failing after 3 attempts") as info:
+        call_with_retries("op", call, policy=POLICY, sleep=lambda _: None)
+    assert info.value.__cause__ is last
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [(403, KubeForbiddenError), (404, KubeNotFoundError), (422, KubeRequestError), (409, KubeRequestError)],
+)
+def test_permanent_errors_are_not_retried(status: int, error_type: type[KubeRequestError]) -> None:
+    call = _Failing(api_error(status))
+    with pytest.raises(error_type, match=f"op: HTTP {status}") as info:
+        call_with_retries("op", call, policy=POLICY, sleep=lambda _: pytest.fail("must not sleep"))
+    assert call.calls == 1
+    assert info.value.status == status
+    assert isinstance(info.value.__cause__, ApiException)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "jitter", "delay"),
+    [(0, 0.0, 0.05), (0, 0.999, 0.09995), (1, 0.0, 0.1), (3, 0.0, 0.4), (10, 0.0, 0.5), (10, 0.999, 0.9995)],
+)
+def test_backoff_delay(attempt: int, jitter: float, delay: float) -> None:
+    assert POLICY.delay(attempt, retry_after=None, jitter=jitter) == pytest.approx(delay)
+
+
+def test_token_bucket() -> None:
+    bucket = TokenBucket(rate_per_second=0.5, burst=2, now=100.0)
+    assert [bucket.try_take(100.0) for _ in range(3)] == [True, True, False]
+    assert not bucket.try_take(101.0)  # half a token
+    assert bucket.try_take(102.0)
+    assert not bucket.try_take(102.0)
+    assert bucket.try_take(1000.0)
+    assert bucket.try_take(1000.0)  # refilled to burst, never beyond
+    assert not bucket.try_take(1000.0)

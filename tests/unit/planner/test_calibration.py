@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from autoscaler.planner.calibration import MIN_SCORES, CoverageCalibrator, FloatRing, Prediction, SortedWindow
+
+
+def test_ring_keeps_the_last_values_and_their_mean() -> None:
+    ring = FloatRing(3)
+    assert ring.mean() is None
+    for value in (1.0, 2.0, 3.0, 10.0):
+        ring.push(value)
+    assert len(ring) == 3
+    assert ring.mean() == pytest.approx(5.0)
+
+
+def test_sorted_window_quantiles_match_numpy_over_the_last_values() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=500)
+    window = SortedWindow(100)
+    for value in values:
+        window.push(float(value))
+    assert len(window) == 100
+    for level in (0.0, 0.1, 0.5, 0.95, 0.99, 1.0, 1.2, -0.1):
+        expected = np.quantile(values[-100:], min(1.0, max(0.0, level)))
+        assert window.quantile(level) == pytest.approx(expected)
+
+
+def run_biased(target: float, *, bias: float, steps: int = 4000, seed: int = 7) -> CoverageCalibrator:
+    """Actuals ~ N(100, 10); the model's 'quantile' is always 100 + bias (badly calibrated)."""
+    rng = np.random.default_rng(seed)
+    calibrator = CoverageCalibrator(target_coverage=target, lead_steps=2)
+    for step in range(steps):
+        base = 100.0 + bias
+        calibrated = base + calibrator.offset(10.0)
+        calibrator.record(Prediction(step + 2, base=base, median=100.0, scale=10.0, calibrated=calibrated))
+        calibrator.observe(step=step, actual=float(rng.normal(100.0, 10.0)), naive_error=10.0)
+    return calibrator
+
+
+@pytest.mark.parametrize(("target", "bias"), [(0.9, -15.0), (0.95, 0.0), (0.99, 30.0), (0.8, 5.0)])
+def test_coverage_converges_to_the_target_whatever_the_bias(target: float, bias: float) -> None:
+    calibrator = run_biased(target, bias=bias)
+    coverage = calibrator.achieved_coverage
+    assert coverage is not None
+    assert coverage == pytest.approx(target, abs=0.02)
+
+
+def test_offset_is_zero_until_enough_scores() -> None:
+    calibrator = CoverageCalibrator(target_coverage=0.9, lead_steps=1)
+    for step in range(MIN_SCORES - 1):
+        calibrator.record(Prediction(step, base=0.0, median=0.0, scale=1.0, calibrated=0.0))
+        calibrator.observe(step=step, actual=5.0, naive_error=1.0)
+    assert calibrator.offset(1.0) == 0.0
+    calibrator.record(Prediction(MIN_SCORES - 1, base=0.0, median=0.0, scale=1.0, calibrated=0.0))
+    calibrator.observe(step=MIN_SCORES - 1, actual=5.0, naive_error=1.0)
+    assert calibrator.offset(2.0) == pytest.approx(10.0)
+
+
+def test_only_the_prediction_for_this_step_is_scored() -> None:
+    calibrator = CoverageCalibrator(target_coverage=0.9, lead_steps=3)
+    calibrator.record(Prediction(5, base=10.0, median=10.0, scale=1.0, calibrated=10.0))
+    calibrator.record(Prediction(5, base=99.0, median=99.0, scale=1.0, calibrated=99.0))  # repeat: ignored
+    calibrator.record(Prediction(7, base=10.0, median=10.0, scale=1.0, calibrated=10.0))
+    calibrator.observe(step=4, actual=50.0, naive_error=1.0)  # nothing was planned for step 4
+    assert calibrator.scored_steps == 0
+    calibrator.observe(step=5, actual=9.0, naive_error=1.0)
+    assert (calibrator.scored_steps, calibrator.achieved_coverage) == (1, 1.0)
+    calibrator.observe(step=7, actual=math.nan, naive_error=None)  # a gap is not scored
+    assert calibrator.scored_steps == 1
+
+
+def test_a_miss_raises_the_level_and_a_hit_lowers_it() -> None:
+    calibrator = CoverageCalibrator(target_coverage=0.9, lead_steps=1, rate=0.1)
+    calibrator.record(Prediction(1, base=1.0, median=1.0, scale=1.0, calibrated=1.0))
+    calibrator.observe(step=1, actual=2.0, naive_error=1.0)
+    assert calibrator.level == pytest.approx(0.9 + 0.1 * 0.9)
+    calibrator.record(Prediction(2, base=5.0, median=5.0, scale=1.0, calibrated=5.0))
+    calibrator.observe(step=2, actual=2.0, naive_error=1.0)
+    assert calibrator.level == pytest.approx(0.99 - 0.1 * 0.1)
+
+
+@pytest.mark.parametrize(
+    ("median_error", "naive_error", "expected"), [(0.0, 4.0, 0.0), (2.0, 4.0, 0.5), (3.0, 0.0, math.inf)]
+)
+def test_rolling_mase(median_error: float, naive_error: float, expected: float) -> None:
+    calibrator = CoverageCalibrator(target_coverage=0.9, lead_steps=1)
+    assert calibrator.mase is None
+    for step in range(20):
+        calibrator.record(Prediction(step, base=100.0, median=100.0 - median_error, scale=1.0, calibrated=100.0))
+        calibrator.observe(step=step, actual=100.0, naive_error=naive_error)
+    assert calibrator.mase == pytest.approx(expected)

@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from autoscaler.domain.types import Decision, Forecast
+from autoscaler.planner.plan import Calibration, PlannerState, damp, plan, quantile_path
+from tests.unit.planner.fakes import flat_forecast, make_spec
+
+NO_OFFSET = Calibration(level=0.95, offset=0.0)
+NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+
+
+def decide(
+    path: list[float],
+    *,
+    latest: float = 50.0,
+    current: int = 5,
+    offset: float = 0.0,
+    spec_keys: dict[str, str] | None = None,
+) -> tuple[Decision, PlannerState]:
+    spec = make_spec(**(spec_keys or {}))
+    return plan(
+        now=NOW,
+        spec=spec,
+        latest_value=latest,
+        forecast=flat_forecast(path),
+        calibration=Calibration(level=0.95, offset=offset),
+        current_replicas=current,
+        state=PlannerState(),
+    )
+
+
+# Lead 180 s at 60 s steps: the need is read at forecast step 4; the node buffer looks
+# to step 9 (180 + 300 s). Capacity 10 per replica.
+PLAN_CASES = [
+    # name, path (9 steps), latest, current, spec keys, replicas, buffer
+    ("need at lead time", [50, 60, 70, 80, 80, 80, 80, 80, 80], 50, 5, {}, 8, 0),
+    ("never below reactive", [10] * 9, 120, 5, {}, 12, 0),
+    ("keeps current for nearer demand", [90, 40, 40, 40, 40, 40, 40, 40, 40], 40, 9, {}, 9, 0),
+    ("no early scale-up for nearer demand", [90, 40, 40, 40, 40, 40, 40, 40, 40], 40, 4, {}, 4, 0),
+    ("max replicas", [5000] * 9, 50, 5, {"maxReplicas": "20"}, 20, 0),
+    ("min replicas", [0] * 9, 0, 5, {"minReplicas": "3"}, 3, 0),
+    ("buffer for node lead", [50, 50, 50, 50, 60, 70, 80, 90, 100], 50, 5, {}, 5, 4),
+    ("buffer capped", [50, 50, 50, 50, 60, 70, 80, 90, 100], 50, 5, {"maxBufferReplicas": "2"}, 5, 2),
+    ("buffer disabled", [50, 50, 50, 50, 60, 70, 80, 90, 100], 50, 5, {"maxBufferReplicas": "0"}, 5, 0),
+    ("buffer within max", [50, 50, 50, 50, 60, 70, 80, 90, 100], 50, 5, {"maxReplicas": "6"}, 5, 1),
+    ("negative forecast floors at 0", [-30] * 9, 0, 1, {"minReplicas": "0"}, 0, 0),
+    ("all zeros", [0] * 9, 0, 0, {"minReplicas": "0"}, 0, 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "latest", "current", "keys", "replicas", "buffer"), PLAN_CASES, ids=[c[0] for c in PLAN_CASES]
+)
+def test_plan_rules(
+    *, name: str, path: list[float], latest: float, current: int, keys: dict[str, str], replicas: int, buffer: int
+) -> None:
+    decision, _ = decide(path, latest=latest, current=current, spec_keys=keys)
+    assert decision.predictive
+    assert decision.replicas == replicas
+    assert decision.buffer_replicas == buffer
+    assert decision.replicas >= decision.reactive_replicas
+
+
+def test_offset_from_calibration_raises_the_need() -> None:
+    plain, _ = decide([50] * 9)
+    calibrated, _ = decide([50] * 9, offset=25.0)
+    assert (plain.replicas, calibrated.replicas) == (5, 8)
+    assert calibrated.forecast_at_lead == pytest.approx(75.0)
+    assert "calibrated +25" in calibrated.reason
+
+
+def test_reason_reads_like_a_sentence() -> None:
+    decision, _ = decide([50, 60, 70, 412, 412, 412, 412, 412, 412], spec_keys={"capacityPerReplica": "20"})
+    assert "forecast p95" in decision.reason
+    assert "of 412 at +180s needs 21 replicas (capacity 20/replica); reactive needs" in decision.reason
+
+
+def test_utilisation_scales_current_replicas() -> None:
+    decision, _ = decide(
+        [0.9] * 9, latest=0.6, current=4, spec_keys={"metricKind": "utilisation", "capacityPerReplica": "0.6"}
+    )
+    assert decision.replicas == 6
+
+
+@pytest.mark.parametrize(
+    ("forecast_missing", "cold_start", "fragment"),
+    [(True, None, "no forecast available"), (False, "cold start: 3 steps of history", "cold start: 3 steps")],
+)
+def test_cold_start_is_the_reactive_answer(forecast_missing: bool, cold_start: str | None, fragment: str) -> None:
+    spec = make_spec()
+    decision, state = plan(
+        now=NOW,
+        spec=spec,
+        latest_value=73.0,
+        forecast=None if forecast_missing else flat_forecast([500] * 9),
+        calibration=NO_OFFSET,
+        current_replicas=2,
+        state=PlannerState(),
+        cold_start=cold_start,
+    )
+    assert not decision.predictive
+    assert decision.replicas == decision.reactive_replicas == 8
+    assert decision.buffer_replicas == 0
+    assert math.isnan(decision.forecast_at_lead)
+    assert fragment in decision.reason and "reactive answer" in decision.reason
+    assert state.recommendations == ((NOW, 8),)
+
+
+def test_non_finite_forecast_falls_back_to_reactive() -> None:
+    decision, _ = decide([math.nan] * 9, latest=73.0)
+    assert not decision.predictive
+    assert decision.replicas == 8
+    assert "not finite" in decision.reason
+
+
+def test_stabilisation_window_holds_the_highest_recent_plan() -> None:
+    spec = make_spec()
+    state = PlannerState()
+    replicas: list[int] = []
+    for minute, demand in enumerate([200, 50, 50, 50, 50, 50, 50, 50]):
+        decision, state = plan(
+            now=NOW + 60 * minute,
+            spec=spec,
+            latest_value=demand,
+            forecast=flat_forecast([demand] * 9),
+            calibration=NO_OFFSET,
+            current_replicas=replicas[-1] if replicas else 20,
+            state=state,
+        )
+        replicas.append(decision.replicas)
+    # 20 is held for the 300 s window (minutes 1-4), then drops.
+    assert replicas[:5] == [20, 20, 20, 20, 20]
+    assert replicas[5] < 20
+    held, _ = plan(
+        now=NOW + 60,
+        spec=spec,
+        latest_value=50,
+        forecast=flat_forecast([50] * 9),
+        calibration=NO_OFFSET,
+        current_replicas=20,
+        state=PlannerState(recommendations=((NOW, 20),), last_decided_at=NOW),
+    )
+    assert "holding 20 within scale-down window until 22:18:20" in held.reason
+
+
+DAMP_CASES = [
+    # raw, current, elapsed s, percent/min, previous recs, expected
+    (4, 20, 60, 50.0, (), 10),  # 50%/min: at most half removed in a minute
+    (4, 20, 30, 50.0, (), 15),  # half a minute: a quarter
+    (4, 20, 60, None, (), 4),  # no rate limit
+    (4, 20, 60, 100.0, (), 4),
+    (25, 20, 60, 50.0, (), 25),  # scale-up is never damped
+    (4, 20, 60, None, ((NOW - 100, 12),), 12),  # held by the window
+    (4, 20, 60, None, ((NOW - 400, 12),), 4),  # expired from the window
+]
+
+
+@pytest.mark.parametrize(("raw", "current", "elapsed", "percent", "previous", "expected"), DAMP_CASES)
+def test_damping(
+    *,
+    raw: int,
+    current: int,
+    elapsed: float,
+    percent: float | None,
+    previous: tuple[tuple[float, int], ...],
+    expected: int,
+) -> None:
+    state = PlannerState(recommendations=previous, last_decided_at=NOW - elapsed)
+    replicas, _, new_state = damp(
+        now=NOW, raw=raw, current_replicas=current, state=state, stabilization_seconds=300, percent_per_minute=percent
+    )
+    assert replicas == expected
+    assert new_state.recommendations[-1] == (NOW, raw)
+    assert all(at > NOW - 300 for at, _ in new_state.recommendations)
+
+
+@pytest.mark.parametrize("level", [0.01, 0.05, 0.07, 0.5, 0.95, 0.97, 0.99, 0.999])
+def test_quantile_path_matches_the_forecast_type(level: float) -> None:
+    rng = np.random.default_rng(5)
+    levels = (0.05, 0.1, 0.5, 0.9, 0.95, 0.99)
+    values = np.sort(rng.normal(100, 20, size=(7, len(levels))), axis=1)
+    forecast = Forecast(step_seconds=60.0, levels=levels, values=values, model="m")
+    assert np.allclose(quantile_path(forecast, level), forecast.quantile(level))

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import math
+import warnings
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+from autoscaler.sim.backtest import BacktestConfig, make_policy, run_policy
+from autoscaler.sim.policies import OraclePolicy, ReactivePolicy, _AdditiveHoltWinters
+from autoscaler.sim.trace import Trace, parse_trace
+
+TRACES = Path("/work/shared/traces")
+
+
+def real_trace(name: str, rows: int) -> Trace:
+    with (TRACES / name).open() as handle:
+        trace = parse_trace(handle)
+    return replace(trace, timestamps=trace.timestamps[:rows], values=trace.values[:rows])
+
+
+def config_for(trace: Trace) -> BacktestConfig:
+    return BacktestConfig(
+        step_seconds=trace.step_seconds,
+        capacity_per_replica=float(np.percentile(trace.values, 95)) / 20,
+        pod_startup_seconds=180.0,
+        node_startup_seconds=300.0,
+        pods_per_node=4,
+    )
+
+
+@pytest.mark.parametrize(
+    ("policy", "rows", "cut"),
+    [("ours", 260, 200), ("reactive", 260, 200), ("holt-winters", 700, 640)],  # HW fits after 2 days (576 rows)
+)
+def test_a_decision_never_sees_its_own_row_or_the_future(policy: str, rows: int, cut: int) -> None:
+    """Rewrite rows t.. with other values: every decision up to row t must be unchanged."""
+    trace = real_trace("nab_elb_request_count.csv", rows)
+    rng = np.random.default_rng(11)
+    future = trace.values.copy()
+    future[cut:] = rng.uniform(0, 5 * trace.values.max(), size=future.size - cut)
+    changed = replace(trace, values=future)
+    config = config_for(trace)
+    original = run_policy(make_policy(policy, config, trace), trace, config).records
+    rewritten = run_policy(make_policy(policy, config, changed), changed, config).records
+    decisions = [(r.desired_replicas, r.buffer_replicas, r.forecast) for r in original]
+    changed_decisions = [(r.desired_replicas, r.buffer_replicas, r.forecast) for r in rewritten]
+    assert all(
+        a[:2] == b[:2] and (a[2] == b[2] or (math.isnan(a[2]) and math.isnan(b[2])))
+        for a, b in zip(decisions[: cut + 1], changed_decisions[: cut + 1], strict=True)
+    )
+    assert decisions[cut + 1 :] != changed_decisions[cut + 1 :]  # the future did change something
+
+
+def test_holt_winters_recursion_reproduces_statsmodels() -> None:
+    rng = np.random.default_rng(2)
+    season = 24
+    steps = np.arange(season * 6)
+    values = 50 + 0.05 * steps + 10 * np.sin(2 * np.pi * steps / season) + rng.normal(0, 1, steps.size)
+    model = _AdditiveHoltWinters.fit(values, season)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = ExponentialSmoothing(
+            values, trend="add", seasonal="add", seasonal_periods=season, initialization_method="heuristic"
+        ).fit()
+    assert np.allclose(model.forecast(5), result.forecast(5))
+    replay = _AdditiveHoltWinters(
+        alpha=model.alpha,
+        beta=model.beta,
+        gamma=model.gamma,
+        level=float(result.params["initial_level"]),
+        trend=float(result.params["initial_trend"]),
+        seasonals=deque(float(v) for v in result.params["initial_seasons"]),
+    )
+    for value in values:
+        replay.update(float(value))
+    assert replay.level == pytest.approx(model.level)
+    assert replay.trend == pytest.approx(model.trend)
+    assert np.allclose(replay.forecast(season), model.forecast(season))
+
+
+def test_reactive_policy_acts_on_the_previous_row_and_holds_scale_down() -> None:
+    trace = Trace(
+        timestamps=np.arange(10, dtype=np.float64) * 60,
+        values=np.array([10, 100, 100, 10, 10, 10, 10, 10, 10, 10.0]),
+        step_seconds=60.0,
+    )
+    config = BacktestConfig(
+        step_seconds=60.0, capacity_per_replica=10.0, pod_startup_seconds=0.0, node_startup_seconds=0.0, pods_per_node=4
+    )
+    policy = make_policy("reactive", config, trace)
+    assert isinstance(policy, ReactivePolicy)
+    desired = [record.desired_replicas for record in run_policy(policy, trace, config).records]
+    # row 1's spike is acted on at row 2; the 10 replicas are held for 300 s after row 3
+    assert desired == [1, 1, 10, 10, 10, 10, 10, 10, 1, 1]
+
+
+def test_oracle_serves_everything_on_a_ramp() -> None:
+    values = np.concatenate([np.full(20, 10.0), np.linspace(10, 400, 60), np.full(20, 50.0)])
+    trace = Trace(timestamps=np.arange(values.size, dtype=np.float64) * 60, values=values, step_seconds=60.0)
+    config = BacktestConfig(
+        step_seconds=60.0,
+        capacity_per_replica=10.0,
+        pod_startup_seconds=180.0,
+        node_startup_seconds=300.0,
+        pods_per_node=4,
+    )
+    policy = make_policy("oracle", config, trace)
+    assert isinstance(policy, OraclePolicy)
+    run = run_policy(policy, trace, config)
+    assert run.totals.unserved == 0.0
+    reactive = run_policy(make_policy("reactive", config, trace), trace, config)
+    assert reactive.totals.unserved > 0.0
