@@ -3,7 +3,7 @@
 Writes DECISIONS.csv (one row per trace row: what our planner asked for) and prints
 unserved demand, steps short, replica-steps and node-steps for ours, a reactive
 KEDA/HPA policy, a Holt-Winters (PHPA-style) policy and a perfect-foresight oracle on
-the same cluster model, plus the forecast coverage our calibrator achieved.
+the same cluster model, plus the coverage our calibrated plans achieved at the lead time.
 """
 
 from __future__ import annotations
@@ -203,5 +203,5 @@ def run(args: argparse.Namespace) -> int:
         print(_comparison(ours, by_name[name]))
     coverage = ours.achieved_coverage
     coverage_text = "n/a (no forecast was scored)" if coverage is None else f"{coverage:.3f}"
-    print(f"forecast coverage achieved: {coverage_text} (target {config.target_coverage:g})")
+    print(f"coverage achieved by the plans at the lead time: {coverage_text} (target {config.target_coverage:g})")
     return 0

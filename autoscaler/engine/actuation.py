@@ -13,16 +13,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import os
+import platform
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
 
+from kubernetes import client, config
+from kubernetes.client import ApiClient
+
 from autoscaler.adapters.clock import Clock, SystemClock
-from autoscaler.adapters.kube import ApplyOutcome, KubeActuatorError, LeadershipLostError, PlaceholderGroup
+from autoscaler.adapters.kube import (
+    ActuatorSettings,
+    ApplyOutcome,
+    KubeActuator,
+    KubeActuatorError,
+    LeadershipLostError,
+    Mode,
+    PlaceholderGroup,
+)
+from autoscaler.adapters.leader import LeaderElector, LeaseSettings
 from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot
 from autoscaler.domain.types import Decision, TargetKey
 from autoscaler.engine.api import EngineView
+from autoscaler.settings import LeaderElectionSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +139,12 @@ class ActuationLoop:
         interval_seconds: float = 15.0,
         clock: Clock | None = None,
         on_result: ResultCallback | None = None,
+        shadow: bool = False,
     ) -> None:
+        """`shadow=True` puts every target in shadow mode: plans are recorded, nothing is written."""
         if interval_seconds <= 0:
             raise ValueError("interval_seconds must be positive")
+        self._shadow = shadow
         self._view = view
         self._actuator = actuator
         self._leadership = leadership or _SoleReplica()
@@ -166,7 +186,7 @@ class ActuationLoop:
             self._intents[group] = intent
             done[group] = intent
             for key in want.active:
-                self._report(key, intent.result, intent.error)
+                self._report(key, intent.result, intent.error)  # "shadow" too when the daemon is in shadow
             for key in want.shadow:
                 self._report(key, "shadow", None)
         for group in set(self._intents) - set(wanted):
@@ -188,7 +208,7 @@ class ActuationLoop:
             )
 
         is_orphan = not want.active and not want.shadow
-        if not want.active and not is_orphan:
+        if self._shadow or (not want.active and not is_orphan):
             return intent("shadow")
         if not self._leadership.is_leader():
             return intent("not_leader")
@@ -248,3 +268,94 @@ class ActuationLoop:
             for task in (newer, stopped):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+
+# ----------------------------------------------------------------------------- wiring
+
+
+class ActuationHandle:
+    """The running loop (and elector); `stop()` ends both and releases the lease."""
+
+    def __init__(self, stop: asyncio.Event, tasks: list[asyncio.Task[None]], api_client: ApiClient) -> None:
+        self._stop = stop
+        self._tasks = tasks
+        self._api_client = api_client
+
+    async def stop(self) -> None:
+        self._stop.set()
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("actuation_task_failed error=%r", result)
+        close: Callable[[], None] = self._api_client.close
+        close()
+
+
+_MODES: Mapping[str, Mode] = {"placeholders": "placeholders", "capacitybuffer": "capacitybuffer", "auto": "auto"}
+
+
+def lease_settings(election: LeaderElectionSettings, identity: str) -> LeaseSettings:
+    """client-go's proportions: renew deadline two thirds of the lease, a round every renew period."""
+    duration = math.ceil(election.lease_duration_seconds)
+    return LeaseSettings(
+        namespace=election.namespace,
+        identity=identity,
+        name=election.lease_name,
+        lease_duration_seconds=duration,
+        renew_deadline_seconds=duration * 2 / 3,
+        retry_period_seconds=election.renew_period_seconds,
+    )
+
+
+# The client's config helpers carry no annotations; these are their signatures as used.
+_client_from_kubeconfig: Callable[..., ApiClient] = config.new_client_from_config
+_load_incluster_config: Callable[..., None] = config.load_incluster_config
+
+
+def _api_client(kubeconfig: str | None) -> ApiClient:
+    if kubeconfig:
+        return _client_from_kubeconfig(config_file=kubeconfig)
+    configuration = client.Configuration()
+    try:
+        _load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        return _client_from_kubeconfig()  # outside a pod: the default kubeconfig
+    return ApiClient(configuration)
+
+
+async def start_actuation(
+    settings: Settings, view: EngineView, *, on_result: ResultCallback | None = None
+) -> ActuationHandle:
+    """Start the loop (and, when enabled, leader election) from the daemon's settings."""
+    actuator_settings = settings.actuator
+    mode = _MODES.get(actuator_settings.mode)
+    if mode is None:
+        raise ValueError(f"actuator.mode {actuator_settings.mode!r} does not start actuation")
+    api_client = await asyncio.to_thread(_api_client, actuator_settings.kubeconfig)
+    actuator = KubeActuator(
+        api_client,
+        ActuatorSettings(
+            mode=mode,
+            priority_class_name=actuator_settings.priority_class_name,
+            priority_value=actuator_settings.priority_value,
+            image=actuator_settings.pause_image,
+        ),
+    )
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    elector: LeaderElector | None = None
+    if settings.leader_election.enabled:
+        identity = f"{os.environ.get('POD_NAME') or platform.node()}-{uuid.uuid4().hex[:8]}"
+        elector = LeaderElector(
+            client.CoordinationV1Api(api_client), lease_settings(settings.leader_election, identity)
+        )
+        tasks.append(asyncio.create_task(elector.run(stop), name="leader-election"))
+    loop = ActuationLoop(view, actuator, leadership=elector, on_result=on_result, shadow=actuator_settings.shadow)
+    tasks.append(asyncio.create_task(loop.run(stop), name="actuation"))
+    log.info(
+        "actuation_started mode=%s shadow=%s leader_election=%s",
+        mode,
+        actuator_settings.shadow,
+        elector.settings.identity if elector else "off",
+    )
+    return ActuationHandle(stop, tasks, api_client)

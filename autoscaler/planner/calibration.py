@@ -2,14 +2,20 @@
 
 At each decision the planner records what it predicted for the step `lead` steps
 ahead: the model's quantile at the nominal level (`base`), a scale (the forecast's own
-spread, so scores are comparable across quiet and busy hours) and the calibrated value
-it actually planned for. When that step's actual value arrives the calibrator
+spread, so scores are comparable across quiet and busy hours) and the demand its plan
+covers (`planned`: for a load metric, the planned replicas times their capacity). When
+that step's actual value arrives the calibrator
 
 - scores it: `(actual - base) / scale`, kept in a ring of the last `window` scores;
-- checks coverage of the calibrated value, kept in a ring for `achieved_coverage`;
+- checks whether the plan covered it, kept in a ring for `achieved_coverage`;
 - moves its level the adaptive-conformal way (Gibbs and Candes, 2021): up by
   `rate * target` after a miss, down by `rate * (1 - target)` after a hit, so the
   long-run miss rate converges to `1 - target` whatever the model's bias.
+
+Coverage is judged on the plan, not on the raw quantile: rounding up to whole replicas
+and nodes, holding replicas through the stabilisation window and the reactive floor
+all add cover, and the level comes down until the plan, which is what serves demand,
+covers the target share of steps and no more.
 
 The offset added to the next plan is the empirical `level` quantile of the scores,
 times the current scale. Memory is bounded by the rings and by one pending record per
@@ -105,7 +111,7 @@ class Prediction:
     base: float
     median: float
     scale: float
-    calibrated: float
+    planned: float
 
 
 class CoverageCalibrator:
@@ -160,7 +166,7 @@ class CoverageCalibrator:
         prediction = self._pending.popleft()
         if not math.isfinite(actual):
             return
-        missed = actual > prediction.calibrated + 1e-9 * max(1.0, abs(actual))
+        missed = actual > prediction.planned + 1e-9 * max(1.0, abs(actual))
         self._covered.push(0.0 if missed else 1.0)
         self._scores.push((actual - prediction.base) / prediction.scale)
         self._level += self.rate * ((1.0 if missed else 0.0) - (1.0 - self.target_coverage))

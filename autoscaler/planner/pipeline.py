@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from autoscaler.domain.spec import ScalerSpec
-from autoscaler.domain.types import Decision, FloatArray, Forecast, Selection
+from autoscaler.domain.types import Decision, FloatArray, Forecast, MetricKind, Selection
 from autoscaler.forecast.base import DEFAULT_LEVELS, Forecaster
 from autoscaler.forecast.fallback import FIT_FAILURES
 from autoscaler.forecast.selector import make_forecaster
@@ -205,7 +205,7 @@ class TargetPipeline:
             cold_start=cold_start,
         )
         if prediction is not None and decision.predictive:
-            self._calibrator.record(replace(prediction, calibrated=prediction.base + calibration.offset))
+            self._calibrator.record(replace(prediction, planned=self._planned_cover(decision, prediction, calibration)))
         self._decision = decision
         return decision
 
@@ -240,7 +240,17 @@ class TargetPipeline:
         scale = max(spread, SCALE_FLOOR_SHARE * typical, 1e-9 * self.spec.capacity_per_replica)
         assert self._forecast_start is not None
         first_step = self._buffer.step_index(self._forecast_start)
-        return Prediction(target_step=first_step + index, base=base, median=median, scale=scale, calibrated=base)
+        return Prediction(target_step=first_step + index, base=base, median=median, scale=scale, planned=base)
+
+    def _planned_cover(self, decision: Decision, prediction: Prediction, calibration: Calibration) -> float:
+        """The demand the decision covers at the lead time: replicas x capacity for load.
+
+        A utilisation plan has no such bound (it depends on the replicas then running),
+        so there the calibrated quantile itself is judged.
+        """
+        if self.spec.metric_kind is MetricKind.LOAD:
+            return decision.replicas * self.spec.capacity_per_replica
+        return prediction.base + calibration.offset
 
     # -- read-only views for the inspection API ---------------------------------------
 

@@ -16,6 +16,10 @@ Pure. The order of rules, each visible in the reason:
    minus the replicas planned, at least 0, capped at maxBufferReplicas and at the room
    left under maxReplicas. Measured from the replicas planned (not the need at the
    lead time) because replicas held by damping already keep their nodes.
+5. Whole nodes: with podsPerNode > 1, replicas take the pod slots left free on the
+   nodes the plan needs anyway (replicas + buffer, rounded up to whole nodes). Those
+   nodes are paid for either way; a ready replica in a free slot serves a surge at
+   once, where an empty slot would need a pod startup first.
 
 Without a usable forecast (cold start, failed fit) the decision is the reactive answer,
 damped by rule 3 like any other plan.
@@ -213,11 +217,12 @@ def plan(
     )
     node_need = _replicas_for(spec, need_at_node_lead, current_replicas)
     buffer = max(0, min(node_need - replicas, spec.max_buffer_replicas, spec.max_replicas - replicas))
+    replicas, fill_note = _fill_nodes(spec, replicas=replicas, buffer=buffer)
     reason = (
         f"forecast p{spec.target_coverage * 100:g} ({forecast.model}, calibrated {calibration.offset:+.4g}) "
         f"of {need_at_lead:.4g} at +{spec.lead_time_seconds:g}s needs {predicted} replicas "
         f"({_capacity_text(spec)}); reactive needs {reactive}"
-        f"{hold_note}{_bound_note(predicted, reactive, raw)}{damping_note}"
+        f"{hold_note}{_bound_note(predicted, reactive, raw)}{damping_note}{fill_note}"
     )
     if buffer > 0:
         reason += (
@@ -235,6 +240,15 @@ def plan(
         predictive=True,
     )
     return decision, new_state
+
+
+def _fill_nodes(spec: ScalerSpec, *, replicas: int, buffer: int) -> tuple[int, str]:
+    """Use the free pod slots of the nodes the plan already pays for (rule 5)."""
+    nodes = math.ceil((replicas + buffer) / spec.pods_per_node)
+    filled = min(spec.max_replicas, nodes * spec.pods_per_node - buffer)
+    if filled <= replicas:
+        return replicas, ""
+    return filled, f"; {filled} replicas fill the {nodes} nodes of {spec.pods_per_node} pods it needs"
 
 
 def _capacity_text(spec: ScalerSpec) -> str:

@@ -85,7 +85,7 @@ class PolicyRun:
     name: str
     totals: ClusterTotals
     records: tuple[StepRecord, ...]
-    achieved_coverage: float | None = None  # forecast coverage at the lead time, ours only
+    achieved_coverage: float | None = None  # share of plans covering demand at the lead time, ours only
 
 
 def make_policy(name: str, config: BacktestConfig, trace: Trace) -> Policy:
@@ -144,20 +144,25 @@ def run_policy(
         )
         if on_progress is not None and (row + 1) % progress_every == 0:
             on_progress(row + 1, end)
-    coverage = forecast_coverage(records, config.spec().lead_steps) if isinstance(policy, OursPolicy) else None
+    coverage = (
+        planned_coverage(records, config.spec().lead_steps, config.capacity_per_replica)
+        if isinstance(policy, OursPolicy)
+        else None
+    )
     return PolicyRun(name=policy.name, totals=cluster.totals, records=tuple(records), achieved_coverage=coverage)
 
 
-def forecast_coverage(records: list[StepRecord], lead_steps: int) -> float | None:
-    """Share of forecasts made at row t that covered the demand at row t + lead.
+def planned_coverage(records: list[StepRecord], lead_steps: int, capacity_per_replica: float) -> float | None:
+    """Share of predictive plans made at row t whose replicas covered the demand at row t + lead.
 
-    The same check the calibrator makes online, over the whole run instead of its window.
+    The calibrator's own check, over the whole run instead of its rolling window.
     """
     covered = scored = 0
     for made, arrived in zip(records, records[lead_steps:], strict=False):
         if math.isfinite(made.forecast):
             scored += 1
-            covered += arrived.demand <= made.forecast + 1e-9 * max(1.0, arrived.demand)
+            cover = made.desired_replicas * capacity_per_replica
+            covered += arrived.demand <= cover + 1e-9 * max(1.0, arrived.demand)
     return covered / scored if scored else None
 
 

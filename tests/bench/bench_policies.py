@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, run in (("0.95", ordered[0]), ("0.99", ordered[1]))
             if run.achieved_coverage is not None
         )
-        print(f"  achieved forecast coverage: {coverage}")
+        print(f"  coverage achieved by our plans: {coverage}")
         if span_days >= 2.0:
             lines = verdicts(runs)
             passes += sum("PASS" in line for line in lines)

@@ -19,6 +19,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from autoscaler import settings as daemon_settings
 from autoscaler.adapters.kube import (
     ActuatorSettings,
     CapacityBufferUnavailableError,
@@ -30,7 +31,7 @@ from autoscaler.adapters.kube import (
 from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot, TargetStatus
 from autoscaler.domain.spec import parse_spec, target_key
 from autoscaler.domain.types import Decision, TargetKey
-from autoscaler.engine.actuation import ActuationLoop
+from autoscaler.engine.actuation import ActuationLoop, start_actuation
 from tests.harness.cluster import GPU_RESOURCE, ControlPlane, FakeNodeSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -475,6 +476,38 @@ async def test_a_missing_workload_is_reported_not_raised(api: client.ApiClient, 
     [intent] = (await loop.reconcile(view.snapshot())).values()
     assert (intent.result, intent.written) == ("error", False)
     assert results == [("error", f"workloadName 'ghost': no Deployment {namespace}/ghost")]
+
+
+async def test_daemon_wiring_elects_writes_and_releases_on_stop(
+    control_plane: ControlPlane, api: client.ApiClient, namespace: str, gpu_pool: dict[str, Any]
+) -> None:
+    apps: Any = client.AppsV1Api(api)
+    leases: Any = client.CoordinationV1Api(api)
+    workload = create_workload(api, namespace, gpu_pool)
+    view = FakeEngineView()
+    publish(view, target(namespace, workload, 2))
+    settings = daemon_settings.Settings(
+        actuator=daemon_settings.ActuatorSettings(mode="placeholders", kubeconfig=str(control_plane.kubeconfig)),
+        leader_election=daemon_settings.LeaderElectionSettings(
+            enabled=True, namespace=namespace, lease_duration_seconds=3, renew_period_seconds=0.5
+        ),
+    )
+    results: list[str] = []
+    handle = await start_actuation(settings, view, on_result=lambda _k, result, _e: results.append(result))
+    try:
+
+        def placeholder_replicas() -> int | None:
+            if not _exists(lambda: apps.read_namespaced_deployment(placeholder_name(workload), namespace)):
+                return None
+            return int(apps.read_namespaced_deployment(placeholder_name(workload), namespace).spec.replicas) or None
+
+        # The first pass may come before the first lease round: it then waits as a standby.
+        assert await asyncio.to_thread(wait_for, "the elected daemon to write", placeholder_replicas, 30) == 2
+        assert leases.read_namespaced_lease("predictive-autoscaler", namespace).spec.holder_identity
+    finally:
+        await handle.stop()
+    assert leases.read_namespaced_lease("predictive-autoscaler", namespace).spec.holder_identity is None
+    assert "created" in results
 
 
 # ----------------------------------------------------------------------------- CapacityBuffer

@@ -123,6 +123,7 @@ def assert_chart_rendered(page: ElementsById, *, history_points: int | None = No
     drawn = int(chart["data-history-points"])
     assert drawn > 0 if history_points is None else drawn == history_points
     assert page.elements["reason"]["tag"] == "p"
+    assert all(text.strip() not in {"null", "undefined", "NaN"} for text in page.text)
 
 
 @pytest.fixture

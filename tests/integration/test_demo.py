@@ -27,13 +27,15 @@ REPO = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[dict[str, str]]:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    log_path = tmp_path_factory.mktemp("demo") / "demo.log"
+    log = log_path.open("w")
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "autoscaler", "demo", "--http-port", "0", "--grpc-port", "0", "--speed", "120"],
         cwd=REPO,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=log,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -47,12 +49,14 @@ def demo() -> Iterator[dict[str, str]]:
                 addresses[match.group(1)] = match.group(2)
             if len(addresses) == 2:
                 break
-        assert len(addresses) == 2, "demo did not announce its addresses:\n" + "".join(lines)
+        assert len(addresses) == 2, "demo did not announce its addresses:\n" + "".join(lines) + log_path.read_text()
         addresses["started"] = str(started)
         yield addresses
     finally:
         process.terminate()
         process.wait(timeout=30)
+        process.stdout.close()
+        log.close()
         assert process.returncode == 0, "demo did not shut down cleanly on SIGTERM"
 
 

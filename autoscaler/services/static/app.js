@@ -451,7 +451,7 @@
         ["durations", `fit ${fmtSeconds(detail.durations.last_fit_seconds)}, update ${fmtSeconds(detail.durations.last_update_seconds)}`],
       ].flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]),
     );
-    app.replaceChildren(
+    const sections = [
       el("p", { class: "crumbs" }, el("a", { href: "/" }, "Targets"), " / ", `${detail.namespace}/${detail.name}`),
       el("h1", {}, detail.key, " ", statusBadge(detail.status)),
       cards,
@@ -463,7 +463,9 @@
       candidates,
       el("h2", {}, "Target"),
       facts,
-    );
+    ];
+    // replaceChildren would print a null as the text "null".
+    app.replaceChildren(...sections.filter((section) => section !== null));
   }
 
   function renderError(message) {

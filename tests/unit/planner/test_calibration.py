@@ -36,7 +36,7 @@ def run_biased(target: float, *, bias: float, steps: int = 4000, seed: int = 7) 
     for step in range(steps):
         base = 100.0 + bias
         calibrated = base + calibrator.offset(10.0)
-        calibrator.record(Prediction(step + 2, base=base, median=100.0, scale=10.0, calibrated=calibrated))
+        calibrator.record(Prediction(step + 2, base=base, median=100.0, scale=10.0, planned=calibrated))
         calibrator.observe(step=step, actual=float(rng.normal(100.0, 10.0)), naive_error=10.0)
     return calibrator
 
@@ -52,19 +52,19 @@ def test_coverage_converges_to_the_target_whatever_the_bias(target: float, bias:
 def test_offset_is_zero_until_enough_scores() -> None:
     calibrator = CoverageCalibrator(target_coverage=0.9, lead_steps=1)
     for step in range(MIN_SCORES - 1):
-        calibrator.record(Prediction(step, base=0.0, median=0.0, scale=1.0, calibrated=0.0))
+        calibrator.record(Prediction(step, base=0.0, median=0.0, scale=1.0, planned=0.0))
         calibrator.observe(step=step, actual=5.0, naive_error=1.0)
     assert calibrator.offset(1.0) == 0.0
-    calibrator.record(Prediction(MIN_SCORES - 1, base=0.0, median=0.0, scale=1.0, calibrated=0.0))
+    calibrator.record(Prediction(MIN_SCORES - 1, base=0.0, median=0.0, scale=1.0, planned=0.0))
     calibrator.observe(step=MIN_SCORES - 1, actual=5.0, naive_error=1.0)
     assert calibrator.offset(2.0) == pytest.approx(10.0)
 
 
 def test_only_the_prediction_for_this_step_is_scored() -> None:
     calibrator = CoverageCalibrator(target_coverage=0.9, lead_steps=3)
-    calibrator.record(Prediction(5, base=10.0, median=10.0, scale=1.0, calibrated=10.0))
-    calibrator.record(Prediction(5, base=99.0, median=99.0, scale=1.0, calibrated=99.0))  # repeat: ignored
-    calibrator.record(Prediction(7, base=10.0, median=10.0, scale=1.0, calibrated=10.0))
+    calibrator.record(Prediction(5, base=10.0, median=10.0, scale=1.0, planned=10.0))
+    calibrator.record(Prediction(5, base=99.0, median=99.0, scale=1.0, planned=99.0))  # repeat: ignored
+    calibrator.record(Prediction(7, base=10.0, median=10.0, scale=1.0, planned=10.0))
     calibrator.observe(step=4, actual=50.0, naive_error=1.0)  # nothing was planned for step 4
     assert calibrator.scored_steps == 0
     calibrator.observe(step=5, actual=9.0, naive_error=1.0)
@@ -75,10 +75,10 @@ def test_only_the_prediction_for_this_step_is_scored() -> None:
 
 def test_a_miss_raises_the_level_and_a_hit_lowers_it() -> None:
     calibrator = CoverageCalibrator(target_coverage=0.9, lead_steps=1, rate=0.1)
-    calibrator.record(Prediction(1, base=1.0, median=1.0, scale=1.0, calibrated=1.0))
+    calibrator.record(Prediction(1, base=1.0, median=1.0, scale=1.0, planned=1.0))
     calibrator.observe(step=1, actual=2.0, naive_error=1.0)
     assert calibrator.level == pytest.approx(0.9 + 0.1 * 0.9)
-    calibrator.record(Prediction(2, base=5.0, median=5.0, scale=1.0, calibrated=5.0))
+    calibrator.record(Prediction(2, base=5.0, median=5.0, scale=1.0, planned=5.0))
     calibrator.observe(step=2, actual=2.0, naive_error=1.0)
     assert calibrator.level == pytest.approx(0.99 - 0.1 * 0.1)
 
@@ -90,6 +90,6 @@ def test_rolling_mase(median_error: float, naive_error: float, expected: float) 
     calibrator = CoverageCalibrator(target_coverage=0.9, lead_steps=1)
     assert calibrator.mase is None
     for step in range(20):
-        calibrator.record(Prediction(step, base=100.0, median=100.0 - median_error, scale=1.0, calibrated=100.0))
+        calibrator.record(Prediction(step, base=100.0, median=100.0 - median_error, scale=1.0, planned=100.0))
         calibrator.observe(step=step, actual=100.0, naive_error=naive_error)
     assert calibrator.mase == pytest.approx(expected)

@@ -185,3 +185,23 @@ def test_quantile_path_matches_the_forecast_type(level: float) -> None:
     values = np.sort(rng.normal(100, 20, size=(7, len(levels))), axis=1)
     forecast = Forecast(step_seconds=60.0, levels=levels, values=values, model="m")
     assert np.allclose(quantile_path(forecast, level), forecast.quantile(level))
+
+
+FILL_CASES = [
+    # path (9 steps), pods per node, max replicas, replicas, buffer
+    ([50] * 9, "4", "100", 8, 0),  # 5 replicas need 2 nodes: fill them
+    ([40] * 9, "4", "100", 4, 0),  # already whole
+    ([50, 50, 50, 50, 50, 50, 50, 50, 70], "4", "100", 6, 2),  # 5 + 2 placeholders on 2 nodes
+    ([50] * 9, "4", "6", 6, 0),  # never above maxReplicas
+    ([50] * 9, "1", "100", 5, 0),
+]
+
+
+@pytest.mark.parametrize(("path", "pods_per_node", "maximum", "replicas", "buffer"), FILL_CASES)
+def test_replicas_fill_the_nodes_the_plan_pays_for(
+    *, path: list[float], pods_per_node: str, maximum: str, replicas: int, buffer: int
+) -> None:
+    decision, _ = decide(path, latest=path[0], spec_keys={"podsPerNode": pods_per_node, "maxReplicas": maximum})
+    assert (decision.replicas, decision.buffer_replicas) == (replicas, buffer)
+    if replicas > 5:
+        assert f"{replicas} replicas fill the" in decision.reason

@@ -44,7 +44,7 @@ def test_backtest_writes_one_decision_per_row_and_prints_the_summary(
         assert int(written[3]) >= 1 and int(written[4]) >= 0
     assert rows[1][2] == ""  # cold start: no forecast yet
     assert any(row[2] for row in rows[1:])  # predictive later on
-    for name in ("ours", "reactive", "holt-winters", "oracle", "forecast coverage achieved"):
+    for name in ("ours", "reactive", "holt-winters", "oracle", "coverage achieved by the plans"):
         assert name in captured.out
     assert "unserved %" in captured.out and "node-steps" in captured.out
     assert "backtest [" in captured.err and "100%" in captured.err
