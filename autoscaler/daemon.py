@@ -23,6 +23,7 @@ from aiohttp import web
 from autoscaler.adapters.clock import Clock, SystemClock
 from autoscaler.adapters.prometheus import PrometheusClient
 from autoscaler.domain.spec import parse_spec, target_key
+from autoscaler.engine.actuation import ActuationHandle, start_actuation
 from autoscaler.engine.engine import Engine, EngineHooks, EngineSettings
 from autoscaler.engine.sources import MetricSource
 from autoscaler.services import telemetry
@@ -139,15 +140,10 @@ def _grpc_server_settings(grpc: GrpcSettings) -> GrpcServerSettings:
     return GrpcServerSettings(host=grpc.host, port=grpc.port, tls=tls)
 
 
-async def _start_actuation(settings: Settings, engine: Engine) -> _Actuation | None:
+async def _start_actuation(settings: Settings, engine: Engine) -> ActuationHandle | None:
     if settings.actuator.mode == "off":
         return None
-    from autoscaler.engine.actuation import start_actuation
+    return await start_actuation(
+        settings, engine, on_result=lambda _key, result, _error: telemetry.count_actuation(result)
+    )
 
-    return await start_actuation(settings, engine, on_result=telemetry.count_actuation)
-
-
-class _Actuation:
-    """What `start_actuation` returns: something the daemon can stop."""
-
-    async def stop(self) -> None: ...

@@ -232,8 +232,10 @@ def _apply_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settin
             section = getattr(settings, section_name)
             coerced = _coerce(value, getattr(section, attribute), name)
             settings = replace(settings, **{section_name: replace(section, **{attribute: coerced})})
-        elif name in {"log_level", "log_format"}:
-            settings = replace(settings, **{name: str(value)})
+        elif name == "log_level":
+            settings = replace(settings, log_level=str(value))
+        elif name == "log_format":
+            settings = replace(settings, log_format=str(value))
         else:
             raise ConfigError(f"unknown override {name!r}")
     for port_name, port in (("grpc.port", settings.grpc.port), ("http.port", settings.http.port)):

@@ -14,6 +14,12 @@ from typing import Any
 
 import grpc
 
+from autoscaler import protogen
+
+protogen.ensure_generated()
+from autoscaler._generated import externalscaler_pb2 as pb2  # noqa: E402
+from autoscaler._generated import externalscaler_pb2_grpc as pb2_grpc  # noqa: E402
+
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("keda-query", help="call a running scaler the way KEDA does")
@@ -39,12 +45,9 @@ def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
 
 
 async def _query(args: argparse.Namespace, metadata: dict[str, str]) -> dict[str, Any]:
-    from autoscaler._generated import externalscaler_pb2 as pb2
-    from autoscaler._generated import externalscaler_pb2_grpc as pb2_grpc
-
     ref = pb2.ScaledObjectRef(name=args.name, namespace=args.namespace, scalerMetadata=metadata)
     async with _channel(args) as channel:
-        stub = pb2_grpc.ExternalScalerStub(channel)
+        stub = pb2_grpc.ExternalScalerStub(channel)  # type: ignore[no-untyped-call]
         spec = await stub.GetMetricSpec(ref, timeout=args.timeout)
         metric = spec.metricSpecs[0]
         values = await stub.GetMetrics(

@@ -154,12 +154,20 @@ class ActuationLoop:
         self._intents: dict[PlaceholderGroup, BufferIntent] = {}
         self._written_groups: set[PlaceholderGroup] = set()
         self._skips: dict[TargetKey, str] = {}
+        self._wake = asyncio.Event()
+        self._running_loop: asyncio.AbstractEventLoop | None = None
 
     def intents(self) -> Mapping[PlaceholderGroup, BufferIntent]:
         """The latest intent per group: what was written, or would have been."""
         return MappingProxyType(dict(self._intents))
 
+    def wake(self) -> None:
+        """Start the next pass now (e.g. on becoming leader); safe from any thread."""
+        if self._running_loop is not None:
+            self._running_loop.call_soon_threadsafe(self._wake.set)
+
     async def run(self, stop: asyncio.Event) -> None:
+        self._running_loop = asyncio.get_running_loop()
         generation = -1
         while not stop.is_set():
             snapshot = self._view.snapshot()
@@ -257,15 +265,19 @@ class ActuationLoop:
         self._skips = dict(skipped)
 
     async def _wait(self, stop: asyncio.Event, generation: int) -> None:
-        """Until a newer snapshot, the interval, or stop; whichever comes first."""
-        newer = asyncio.ensure_future(self._view.wait_next(generation, self._interval))
-        stopped = asyncio.ensure_future(stop.wait())
+        """Until a newer snapshot, a wake-up, the interval, or stop; whichever comes first."""
+        waits = (
+            asyncio.ensure_future(self._view.wait_next(generation, self._interval)),
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._wake.wait()),
+        )
         try:
-            await asyncio.wait({newer, stopped}, timeout=self._interval, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=self._interval, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (newer, stopped):
+            self._wake.clear()
+            for task in waits:
                 task.cancel()
-            for task in (newer, stopped):
+            for task in waits:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
@@ -347,11 +359,14 @@ async def start_actuation(
     if settings.leader_election.enabled:
         identity = f"{os.environ.get('POD_NAME') or platform.node()}-{uuid.uuid4().hex[:8]}"
         elector = LeaderElector(
-            client.CoordinationV1Api(api_client), lease_settings(settings.leader_election, identity)
+            client.CoordinationV1Api(api_client),
+            lease_settings(settings.leader_election, identity),
+            on_change=lambda _leader: loop.wake(),  # a new leader writes at once, not a pass later
         )
-        tasks.append(asyncio.create_task(elector.run(stop), name="leader-election"))
     loop = ActuationLoop(view, actuator, leadership=elector, on_result=on_result, shadow=actuator_settings.shadow)
     tasks.append(asyncio.create_task(loop.run(stop), name="actuation"))
+    if elector is not None:
+        tasks.append(asyncio.create_task(elector.run(stop), name="leader-election"))
     log.info(
         "actuation_started mode=%s shadow=%s leader_election=%s",
         mode,

@@ -8,8 +8,9 @@ m initial seasonal states by optimisation took 2-5 s already for m = 48 and does
 scale to a 1-minute step (m = 1440 for a day). Instead:
 
 1. the profile is the mean, per phase of the strongest detected period, of the series
-   minus its centred moving average over the last `profile_cycles` cycles, smoothed
-   over a few neighbouring phases and centred on zero;
+   minus its centred moving average over the last `profile_cycles` cycles (plus the
+   half cycle at each end the average needs), smoothed over a few neighbouring phases
+   and centred on zero;
 2. statsmodels' `ExponentialSmoothing(trend="add", damped_trend=True)` is fitted to the
    last `max_fit_points` of the deseasonalised series (alpha, beta and phi);
 3. the recursion then also adapts the profile: each observation moves its phase's
@@ -108,20 +109,21 @@ def damped_sum(phi: float, steps: IntArray) -> FloatArray:
 
 
 def seasonal_profile(filled: FloatArray, *, period: int, cycles: int) -> FloatArray:
-    """Zero-mean profile per phase, phase 0 being index 0 of `filled` (see module doc)."""
-    usable = min(filled.size // period, cycles) * period
-    segment = filled[filled.size - usable :]
-    start_phase = (filled.size - usable) % period
-    cumulative = np.concatenate(([0.0], np.cumsum(segment)))
-    centred = np.empty(segment.size)
-    half = period // 2
-    valid = segment.size - period + 1
+    """Zero-mean profile per phase, phase 0 being index 0 of `filled` (see module doc).
+
+    Only points where the centred moving average is defined count, so a trend at the
+    edges of the window does not leak into the profile.
+    """
+    usable = min(filled.size, (cycles + 1) * period)
+    start = filled.size - usable
+    cumulative = np.concatenate(([0.0], np.cumsum(filled[start:])))
+    valid = usable - period + 1
     moving = (cumulative[period:] - cumulative[:valid]) / period
-    centred[half : half + valid] = moving
-    centred[:half] = moving[0]
-    centred[half + valid :] = moving[-1]
-    deviations = (segment - centred).reshape(-1, period).mean(axis=0)
-    deviations = np.roll(deviations, start_phase)
+    centres = start + period // 2 + np.arange(valid)
+    phases = centres % period
+    sums = np.bincount(phases, weights=filled[centres] - moving, minlength=period)
+    counts = np.bincount(phases, minlength=period)
+    deviations = np.divide(sums, counts, out=np.zeros(period), where=counts > 0)
     width = max(1, period // PROFILE_SMOOTHING_PER_PERIOD)
     if width > 1:
         padded = np.concatenate((deviations[-width:], deviations, deviations[:width]))

@@ -1,17 +1,19 @@
 """A chain of forecasters: the first that fits serves, the rest are its fallbacks.
 
 gbm and ets fall back to seasonal naive, which falls back to naive, which fits any
-series with one finite value. The failures on the way are kept for the API to show.
+series with one finite value. `selection_` names the model that serves and the
+failures on the way, with their error text, in the selector's own record type.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Self
 
 import numpy as np
 
-from autoscaler.domain.types import FloatArray, Forecast
+from autoscaler.domain.types import FloatArray, Forecast, ModelScore, Selection
 from autoscaler.forecast.base import DEFAULT_LEVELS, FitError, Forecaster
 from autoscaler.forecast.estimator import Estimator
 
@@ -32,17 +34,20 @@ class FallbackForecaster(Estimator):
     def fit(self, y: FloatArray, *, step_seconds: float) -> Self:
         if not self.chain:
             raise FitError("empty fallback chain")
-        failures: list[tuple[str, str]] = []
+        failures: list[ModelScore] = []
         for model in self.chain:
             try:
                 model.fit(y, step_seconds=step_seconds)
             except FIT_FAILURES as error:
-                failures.append((model.name, describe_failure(error)))
+                failures.append(
+                    ModelScore(model=model.name, mase=math.nan, pinball=math.nan, coverage=math.nan,
+                               failed=describe_failure(error))
+                )
                 continue
             self.active_ = model
-            self.failures_ = tuple(failures)
+            self.selection_ = Selection(chosen=model.name, scores=tuple(failures))
             return self
-        summary = "; ".join(f"{name}: {reason}" for name, reason in failures)
+        summary = "; ".join(f"{failure.model}: {failure.failed}" for failure in failures)
         raise FitError(f"every model in the chain failed: {summary}")
 
     def update(self, value: float) -> None:

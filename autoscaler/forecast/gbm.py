@@ -36,8 +36,10 @@ from autoscaler.domain.types import FloatArray, Forecast
 from autoscaler.forecast.bands import IntArray, anchor_horizons, assemble_forecast, interpolate_levels
 from autoscaler.forecast.base import DEFAULT_LEVELS, FitError
 from autoscaler.forecast.estimator import Estimator
+from autoscaler.forecast.level import level_floor
 from autoscaler.forecast.prepare import (
     bridge_gaps,
+    check_levels,
     check_request,
     check_step,
     clean_series,
@@ -47,7 +49,6 @@ from autoscaler.forecast.prepare import (
 from autoscaler.forecast.seasonality import MIN_CYCLES, detect_periods
 from autoscaler.forecast.window import RecentWindow
 
-LEVEL_FLOOR_SHARE = 0.1
 LEAF = -1
 LONG_WINDOW_FACTOR = 8
 MIN_ROWS = 60
@@ -86,8 +87,8 @@ class _LagFeatures:
         long_mean = (cumulative[origins + 1] - cumulative[origins + 1 - long_window]) / long_window
         columns = [np.minimum(horizons, self.max_horizon).astype(np.float64), long_mean / level]
         columns.extend(filled[origins - lag] / level for lag in self.lags)
-        recent_max = np.array([filled[origin + 1 - window : origin + 1].max() for origin in origins])
-        columns.append(recent_max / level)
+        window_max = np.lib.stride_tricks.sliding_window_view(filled, window).max(axis=1)
+        columns.append(window_max[origins + 1 - window] / level)
         for period in self.periods:
             cycles_back = -(-horizons // period)
             columns.append(filled[origins + horizons - cycles_back * period] / level)
@@ -191,10 +192,11 @@ class GBMForecaster(Estimator):
     def fit(self, y: FloatArray, *, step_seconds: float) -> Self:
         values = trim_leading_gaps(clean_series(y))
         step = check_step(step_seconds)
+        if len(check_levels(self.quantiles)) < 2:
+            raise ValueError(f"quantiles needs at least two levels, got {self.quantiles}")
         features = self._features_for(values, step)
         filled = bridge_gaps(values)
-        finite = values[np.isfinite(values)]
-        floor = max(LEVEL_FLOOR_SHARE * float(np.mean(np.abs(finite))), np.finfo(np.float64).tiny)
+        floor = level_floor(values)
         horizons = np.unique(np.array((*anchor_horizons(self.max_horizon), self.max_horizon), dtype=np.int64))
         first_origin = features.history_needed - 1
         last_origin = values.size - 1 - horizons[0]

@@ -29,6 +29,7 @@ def level_span(step_seconds: float) -> int:
 
 
 def level_floor(values: FloatArray) -> float:
+    """A tenth of the mean absolute value (never zero, so it can divide)."""
     finite = np.abs(values[np.isfinite(values)])
     mean = float(finite.mean()) if finite.size else 0.0
     return max(FLOOR_SHARE * mean, np.finfo(np.float64).tiny)

@@ -59,6 +59,11 @@ def check_request(horizon: int, levels: Sequence[float]) -> tuple[float, ...]:
     """Validate a predict request; levels must be strictly increasing in (0, 1)."""
     if horizon < 1:
         raise ValueError(f"horizon must be at least 1, got {horizon}")
+    return check_levels(levels)
+
+
+def check_levels(levels: Sequence[float]) -> tuple[float, ...]:
+    """Quantile levels as a tuple, or ValueError unless strictly increasing in (0, 1)."""
     checked = tuple(float(level) for level in levels)
     if not checked:
         raise ValueError("levels must not be empty")

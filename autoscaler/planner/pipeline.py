@@ -103,7 +103,6 @@ class TargetPipeline:
         self._state = PlannerState()
         self._forecaster: Forecaster | None = None
         self._fitted_end_step: int | None = None
-        self._fitted_points = 0
         self._requested_end_timestamp: float | None = None
         self._requested_points = 0
         self._levels = tuple(sorted({*DEFAULT_LEVELS, spec.target_coverage}))
@@ -183,7 +182,6 @@ class TargetPipeline:
                 fitted.forecaster.update(float(value))
         self._forecaster = fitted.forecaster
         self._fitted_end_step = fitted.end_step
-        self._fitted_points = len(self._buffer)
 
     # -- decisions --------------------------------------------------------------------
 

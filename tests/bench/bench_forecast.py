@@ -7,6 +7,10 @@ different offsets and scaled differently, so every model sees realistic data. Ti
 are CPU time of this process (`time.process_time`), which stays meaningful on a busy
 machine where wall time is inflated by other processes.
 
+`--backtest` also replays the whole NASA trace (39,692 minutes) through `auto` as a
+backtest would: starting from two hours of history, refitting once per simulated day
+on the trailing 7 days, with one update and one forecast per minute in between.
+
 The fleet figure is the daemon's steady state: every series gets one `update` and one
 `predict(horizon)` per step and is refitted every `--refit-hours`; the CPU seconds
 this takes per wall-clock second is the share of one core it needs.
@@ -119,12 +123,46 @@ def measure(name: str, series: list[FloatArray], *, predicts: int = 500) -> Figu
     )
 
 
+def replay_nasa(*, refit_every: int = 1440, first_fit: int = 120) -> None:
+    values = np.loadtxt(TRACE, delimiter=",", skiprows=1, dtype=np.float64)[:, 1]
+    forecasts = np.full(values.size, np.nan)
+    chosen: list[str] = []
+    start = time.process_time()
+    model: Forecaster | None = None
+    refit_cpu = 0.0
+    for index in range(first_fit, values.size - LEAD_STEPS):
+        if model is None or (index - first_fit) % refit_every == 0:
+            refit_start = time.process_time()
+            model = make_forecaster("auto", lead_steps=LEAD_STEPS).fit(
+                values[max(0, index - WEEK) : index], step_seconds=STEP_SECONDS
+            )
+            refit_cpu += time.process_time() - refit_start
+            chosen.append(model.predict(1).model)
+        else:
+            model.update(float(values[index - 1]))
+        forecasts[index + LEAD_STEPS - 1] = model.predict(LEAD_STEPS).median()[-1]
+    total = time.process_time() - start
+    scored = np.isfinite(forecasts)
+    scored[: first_fit + LEAD_STEPS] = False
+    naive = np.roll(values, LEAD_STEPS)
+    model_error = float(np.mean(np.abs(values[scored] - forecasts[scored])))
+    naive_error = float(np.mean(np.abs(values[scored] - naive[scored])))
+    steps = values.size - first_fit - LEAD_STEPS
+    print(
+        f"NASA replay: {steps} steps, {len(chosen)} refits ({refit_cpu:.1f} s CPU, "
+        f"{refit_cpu / len(chosen):.2f} s each), total {total:.1f} s CPU "
+        f"({(total - refit_cpu) / steps * 1e6:.0f} us per update+predict); MAE at lead {LEAD_STEPS}: "
+        f"auto {model_error:.2f} vs naive {naive_error:.2f}; models chosen: {' '.join(chosen)}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", type=int, default=3, help="series measured per model")
     parser.add_argument("--refit-hours", type=float, default=6.0, help="hours between refits of one series")
     parser.add_argument("--fleet", type=int, default=1000, help="series kept fresh")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--backtest", action="store_true", help="also replay the NASA trace through auto")
     args = parser.parse_args()
     series = fleet_series(args.series)
     print(
@@ -149,6 +187,8 @@ def main() -> None:
         f"fleet cores = {args.fleet} series x (update + predict + fit / steps between refits) per 60 s step, "
         f"one refit per series every {args.refit_hours:g} h"
     )
+    if args.backtest:
+        replay_nasa()
 
 
 if __name__ == "__main__":

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 from kubernetes import client, config
@@ -29,12 +34,30 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError
 
+from autoscaler._generated import externalscaler_pb2 as scaler_messages
+from autoscaler._generated import externalscaler_pb2_grpc as scaler_services
 from autoscaler.adapters import kube
 from autoscaler.adapters.leader import LeaderElector, LeaseSettings
 from autoscaler.settings import load_settings
 from tests.e2e.keda_crds import install_crds
-from tests.harness.cluster import BUILD_ALL, ControlPlane, bin_dir, load_versions
-from tests.unit.deploy.deploy_files import CHART_DIR, example_manifest_files, example_values_files, load_documents
+from tests.harness.cluster import BUILD_ALL, ControlPlane, bin_dir, free_port, load_versions
+from tests.integration.prometheus_server import (
+    EXPORTER_LABELS,
+    HISTORY_POINTS,
+    HISTORY_STEP_SECONDS,
+    HISTORY_TRACE,
+    BackfillSeries,
+    MetricsExporter,
+    PrometheusServer,
+    trace_points,
+)
+from tests.unit.deploy.deploy_files import (
+    CHART_DIR,
+    REPO_ROOT,
+    example_manifest_files,
+    example_values_files,
+    load_documents,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -452,3 +475,129 @@ def test_service_account_token_is_the_charts(cluster: Cluster, release: Release,
     payload = kubeconfig["users"][0]["user"]["token"].split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     assert claims["sub"] == f"system:serviceaccount:{NAMESPACE}:{release.fullname}"
+
+
+# ----------------------------------------------------------------------------- the daemon
+
+
+@dataclass(frozen=True)
+class DemandSource:
+    prometheus_url: str
+    query: str
+
+
+@pytest.fixture(scope="module")
+def demand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemandSource]:
+    """A real Prometheus holding five hours of a real trace and scraping its live value."""
+    metric = "pa_helm_e2e_requests_waiting"
+    end = math.floor(time.time() / HISTORY_STEP_SECONDS) * HISTORY_STEP_SECONDS - HISTORY_STEP_SECONDS
+    points = trace_points(HISTORY_TRACE, end=end, step_seconds=HISTORY_STEP_SECONDS, count=HISTORY_POINTS)
+    with MetricsExporter() as exporter:
+        exporter.set_gauge(metric, points[-1][1])
+        server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), scrape_target=exporter.address)
+        server.backfill([BackfillSeries(metric, EXPORTER_LABELS, points)])
+        with server:
+            yield DemandSource(server.url, f"sum({metric})")
+
+
+def _lease_holder(cluster: Cluster, name: str) -> str:
+    try:
+        lease = cluster.read("coordination.k8s.io/v1", "Lease", name, NAMESPACE)
+    except DynamicApiError:
+        return ""
+    return str(lease["spec"].get("holderIdentity") or "")
+
+
+def _wait_for(what: str, check: Any, timeout_s: float, daemon: subprocess.Popen[bytes], log: Path) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert daemon.poll() is None, f"the daemon exited {daemon.returncode}:\n{log.read_text()[-4000:]}"
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}; daemon log:\n{log.read_text()[-4000:]}")
+
+
+def test_daemon_serves_keda_and_writes_placeholders_as_the_charts_service_account(
+    cluster: Cluster, release: Release, demand: DemandSource, tmp_path: Path
+) -> None:
+    """`autoscaler serve` outside the cluster, configured by the chart, holding only the chart's RBAC."""
+    workload = _serving_workload()
+    workload["metadata"]["name"] = name = "llama-8b-daemon"
+    workload["spec"]["selector"]["matchLabels"] = workload["spec"]["template"]["metadata"]["labels"] = {"app": name}
+    cluster.resource("apps/v1", "Deployment").create(body=workload, namespace=WORKLOAD_NAMESPACE)
+
+    daemon_config = yaml.safe_load(
+        cluster.read("v1", "ConfigMap", f"{release.fullname}-config", NAMESPACE)["data"]["config.yaml"]
+    )
+    daemon_config["prometheus"]["endpoints"] = [{"name": "default", "url": demand.prometheus_url}]
+    daemon_config["actuator"]["kubeconfig"] = str(_service_account_kubeconfig(cluster, release, tmp_path / "sa"))
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(daemon_config))
+    grpc_port, http_port = free_port(), free_port()
+    # No admin credentials reach the daemon: only the kubeconfig in its configuration.
+    env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
+    env |= {"POD_NAME": "helm-e2e-daemon", "POD_NAMESPACE": NAMESPACE, "PYTHONPATH": str(REPO_ROOT)}
+    log = tmp_path / "daemon.log"
+    command = [sys.executable, "-m", "autoscaler", "serve", "--config", str(config_file), "--host", "127.0.0.1"]
+    command += ["--grpc-port", str(grpc_port), "--http-port", str(http_port), "--log-format", "text"]
+    with log.open("wb") as output:
+        daemon = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        lease_name = daemon_config["leaderElection"]["leaseName"]
+        _wait_for(
+            "the daemon to take the Lease",
+            lambda: _lease_holder(cluster, lease_name).startswith("helm-e2e-daemon"),
+            60,
+            daemon,
+            log,
+        )
+
+        metadata = {
+            "scalerAddress": f"127.0.0.1:{grpc_port}",
+            "query": demand.query,
+            "capacityPerReplica": "5",
+            "step": "60s",
+            "historyWindow": "5h",
+            "leadTime": "120s",
+            "nodeLeadTime": "300s",
+            "maxBufferReplicas": "2",
+            "workloadName": name,
+        }
+        reference = scaler_messages.ScaledObjectRef(name=name, namespace=WORKLOAD_NAMESPACE, scalerMetadata=metadata)
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub_class: Any = scaler_services.ExternalScalerStub  # generated, untyped
+            stub = stub_class(channel)
+            (spec,) = stub.GetMetricSpec(reference, timeout=10).metricSpecs
+
+            def planned_replicas() -> float | None:
+                request = scaler_messages.GetMetricsRequest(scaledObjectRef=reference, metricName=spec.metricName)
+                try:
+                    (value,) = stub.GetMetrics(request, timeout=10).metricValues
+                except grpc.RpcError:
+                    return None  # still warming up
+                return float(value.metricValueFloat or value.metricValue)
+
+            assert _wait_for("a planned replica count", planned_replicas, 90, daemon, log) >= 1
+
+        def placeholder() -> dict[str, Any] | None:
+            try:
+                return cluster.read("apps/v1", "Deployment", kube.placeholder_name(name), WORKLOAD_NAMESPACE)
+            except DynamicApiError:
+                return None
+
+        written = _wait_for("the placeholder Deployment", placeholder, 60, daemon, log)
+        assert written["spec"]["template"]["spec"]["priorityClassName"] == f"{release.fullname}-placeholder"
+        appliers = {entry["manager"] for entry in written["metadata"]["managedFields"] if entry["operation"] == "Apply"}
+        assert appliers == {"predictive-autoscaler"}
+        assert 0 <= written["spec"]["replicas"] <= 2
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+    assert daemon.returncode == 0, log.read_text()[-4000:]
+    assert _lease_holder(cluster, lease_name) == "", "the daemon did not release the Lease on SIGTERM"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -20,9 +19,10 @@ from autoscaler.adapters.prometheus import PrometheusClient, PrometheusEndpoint
 from autoscaler.domain.snapshot import TargetStatus
 from autoscaler.domain.spec import metric_name_for, parse_spec, target_key
 from autoscaler.engine.engine import Engine, EngineSettings
+from autoscaler.services.grpc_server import GrpcServer
 from tests.integration.conftest import TraceHistory
 from tests.integration.keda_proto import KedaStubs, keda_stubs
-from tests.integration.prometheus_server import HISTORY_METRIC, PrometheusServer
+from tests.integration.prometheus_server import HISTORY_METRIC, MetricsExporter, PrometheusServer
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(180)]
 
@@ -35,7 +35,7 @@ LIVE = {
 }
 # last_over_time over a short window: empty as soon as the series stops being fresh,
 # while range queries over the window still return the history.
-STALE = {**LIVE, "query": f"sum(last_over_time({HISTORY_METRIC}_gone[30s]))", "staleAfter": "60s", "step": "10s"}
+STALE = {**LIVE, "query": f"sum(last_over_time({HISTORY_METRIC}_gone[30s]))", "staleAfter": "20s", "step": "10s"}
 
 
 @pytest.fixture(scope="module")
@@ -83,21 +83,17 @@ async def test_restart_warm_starts_the_same_history(
 
 
 @pytest.fixture
-async def stale_engine(
-    endpoint: PrometheusEndpoint, prometheus: PrometheusServer, tmp_path: Path
-) -> AsyncIterator[Engine]:
+async def stale_engine(endpoint: PrometheusEndpoint) -> AsyncIterator[Engine]:
     engine = await running_engine(endpoint)
     yield engine
     await engine.stop()
 
 
 async def test_stale_data_is_unavailable_to_keda(
-    stale_engine: Engine, keda: KedaStubs, metrics_exporter: object
+    stale_engine: Engine, keda: KedaStubs, metrics_exporter: MetricsExporter
 ) -> None:
-    from autoscaler.services.grpc_server import GrpcServer
-
     exporter = metrics_exporter
-    exporter.set_gauge(f"{HISTORY_METRIC}_gone", 7.0)  # type: ignore[attr-defined]
+    exporter.set_gauge(f"{HISTORY_METRIC}_gone", 7.0)
     key = target_key("llm", "gone", STALE)
     server = GrpcServer(stale_engine)
     port = await server.start()
@@ -112,7 +108,7 @@ async def test_stale_data_is_unavailable_to_keda(
             answer = await stub.GetMetrics(request, timeout=10)
             assert answer.metricValues[0].metricValue >= 1
             assert answer.metricValues[0].metricValueFloat >= 1.0
-            exporter.remove(f"{HISTORY_METRIC}_gone")  # type: ignore[attr-defined]
+            exporter.remove(f"{HISTORY_METRIC}_gone")
             deadline = asyncio.get_running_loop().time() + 120
             while True:
                 try:

@@ -140,7 +140,9 @@ def test_fallback_chain_records_failures_and_serves_the_next() -> None:
     with pytest.raises(NotFittedError):
         chain.predict(2)
     chain.fit(np.array([1.0, 2.0, 3.0]), step_seconds=60.0)
-    assert chain.failures_ == (("exploding", "ValueError: bad data"),)
+    assert chain.selection_.chosen == "naive"
+    (failure,) = chain.selection_.scores
+    assert (failure.model, failure.failed) == ("exploding", "ValueError: bad data")
     assert chain.predict(2).model == "naive"
 
 

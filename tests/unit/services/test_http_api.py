@@ -566,3 +566,17 @@ async def test_inspect_unreachable_daemon_exits_2() -> None:
 def test_sparkline(values: list[float | None], expected: str) -> None:
     finite = [v for v in values if v is not None]
     assert inspect_command.sparkline(values, min(finite, default=0.0), max(finite, default=0.0)) == expected
+
+
+async def test_list_follows_each_new_snapshot(
+    api: tuple[str, aiohttp.ClientSession], engine: SecretHoldingEngine, chat: TargetSnapshot
+) -> None:
+    def planned(body: Any) -> int:
+        return int(next(t["planned_replicas"] for t in body["targets"] if t["key"] == str(chat.key)))
+
+    assert chat.decision is not None
+    assert planned(await get_json(api[1], "/api/v1/targets")) == chat.decision.replicas
+    engine.publish(replace(chat, decision=replace(chat.decision, replicas=chat.decision.replicas + 5)))
+    assert planned(await get_json(api[1], "/api/v1/targets")) == chat.decision.replicas + 5
+    engine.drop(chat.key)
+    assert len((await get_json(api[1], "/api/v1/targets"))["targets"]) == 2

@@ -132,6 +132,10 @@ def test_collector_follows_each_new_snapshot(chat: TargetSnapshot) -> None:
     assert value(metrics, "planned_replicas", labels_of(chat)) is None
     engine.publish(chat)
     assert value(metrics, "planned_replicas", labels_of(chat)) is not None
+    assert chat.decision is not None
+    replanned = replace(chat, decision=replace(chat.decision, replicas=chat.decision.replicas + 5))
+    engine.publish(replanned)
+    assert value(metrics, "planned_replicas", labels_of(chat)) == chat.decision.replicas + 5
     engine.drop(chat.key)
     assert value(metrics, "planned_replicas", labels_of(chat)) is None
 
