@@ -5,10 +5,12 @@
 - values.schema.json and the chart's own checks refuse bad values with a clear message.
 - With KEDA's CRDs from the KEDA Go module installed, every rendered manifest and every
   example object passes a server-side dry-run create with strict field validation.
-- `helm install` creates the objects; then the daemon's own adapters, authenticated as
-  the chart's ServiceAccount through a TokenRequest kubeconfig, take the leader Lease and
-  write the placeholder Deployment for a GPU workload, and RBAC refuses what the chart
-  does not grant.
+- `helm install` creates the objects. Then, authenticated only as the chart's
+  ServiceAccount (a TokenRequest token in a kubeconfig): the daemon's own adapters take
+  the leader Lease and write the placeholder Deployment for a GPU workload, while RBAC
+  refuses what the chart does not grant; and `autoscaler serve`, configured from the
+  chart's ConfigMap and fed by a real Prometheus, takes the Lease, answers KEDA's gRPC
+  calls, writes the placeholder Deployment itself and releases the Lease on SIGTERM.
 """
 
 from __future__ import annotations
