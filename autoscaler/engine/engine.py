@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from autoscaler.adapters.clock import Clock
@@ -55,8 +55,6 @@ class EngineHooks:
     on_fit: Callable[[str, float], None] | None = None
     on_update: Callable[[float], None] | None = None
     on_source_error: Callable[[str, str], None] | None = None
-    on_decision_change: Callable[[TargetKey, TargetSnapshot], None] | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class Engine:
@@ -312,8 +310,6 @@ class Engine:
             )
             runtime.dirty = False
             targets[key] = snapshot
-            if self._hooks.on_decision_change and old is not None and old.decision != snapshot.decision:
-                self._hooks.on_decision_change(key, snapshot)
         self._snapshot = EngineSnapshot(
             generated_at=now, generation=self._snapshot.generation + 1, targets=MappingProxyType(targets)
         )

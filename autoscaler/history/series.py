@@ -8,7 +8,6 @@ papered over. Appends and point writes are O(1); reading the window copies it on
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import numpy as np
 
@@ -75,10 +74,6 @@ class SeriesBuffer:
             self._last_sample_at = float(timestamp)
         return True
 
-    def extend(self, points: Iterable[tuple[float, float]]) -> int:
-        """Write many (timestamp, value) samples; returns how many landed in the window."""
-        return sum(1 for timestamp, value in points if self.put(timestamp, value))
-
     def values(self) -> FloatArray:
         """The window's values, oldest first, NaN where no sample arrived."""
         if self._end_step is None:
@@ -99,51 +94,3 @@ class SeriesBuffer:
         if self._end_step is None:
             return math.nan
         return float(self._ring[(self._end_step - 1) % self.capacity])
-
-    def missing_ranges(self, *, since: float, until: float) -> list[tuple[float, float]]:
-        """Runs of empty steps in [since, until), as (start, end) timestamps, for backfill."""
-        if self._end_step is None:
-            return [(since, until)]
-        ranges: list[tuple[float, float]] = []
-        first = max(self.step_index(since), self._end_step - len(self))
-        last = self.step_index(until)
-        run_start: int | None = None
-        for index in range(first, last):
-            empty = index >= self._end_step or math.isnan(self._ring[index % self.capacity])
-            if empty and run_start is None:
-                run_start = index
-            elif not empty and run_start is not None:
-                ranges.append((run_start * self.step_seconds, index * self.step_seconds))
-                run_start = None
-        if run_start is not None:
-            ranges.append((run_start * self.step_seconds, last * self.step_seconds))
-        if self.step_index(since) < self._end_step - len(self):
-            ranges.insert(0, (since, (self._end_step - len(self)) * self.step_seconds))
-        return ranges
-
-
-def fill_short_gaps(values: FloatArray, *, max_gap: int) -> FloatArray:
-    """Linearly interpolate NaN runs of at most `max_gap` steps; longer runs stay NaN.
-
-    Short gaps are scrape hiccups; a long gap is an outage whose values we do not know,
-    and inventing them would teach the models a fake shape.
-    """
-    out = values.copy()
-    isnan = np.isnan(out)
-    if not isnan.any() or isnan.all():
-        return out
-    index = 0
-    size = len(out)
-    while index < size:
-        if not isnan[index]:
-            index += 1
-            continue
-        run_end = index
-        while run_end < size and isnan[run_end]:
-            run_end += 1
-        if index > 0 and run_end < size and run_end - index <= max_gap:
-            left, right = out[index - 1], out[run_end]
-            fractions = np.arange(1, run_end - index + 1) / (run_end - index + 1)
-            out[index:run_end] = left + (right - left) * fractions
-        index = run_end
-    return out

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autoscaler.history.series import SeriesBuffer, fill_short_gaps
+from autoscaler.history.series import SeriesBuffer
 
 
 def test_appends_in_order_and_wraps() -> None:
@@ -30,10 +30,9 @@ def test_backfill_overwrites_inside_window_and_rejects_older() -> None:
     buffer = SeriesBuffer(step_seconds=10, capacity=5)
     buffer.put(0, 0.0)
     buffer.put(40, 4.0)
-    assert buffer.missing_ranges(since=0, until=50) == [(10.0, 40.0)]
-    assert buffer.extend([(10, 1.0), (20, 2.0), (30, 3.0)]) == 3
+    assert np.isnan(buffer.values()[1:4]).all()
+    assert all(buffer.put(second, second / 10) for second in (10, 20, 30))
     np.testing.assert_array_equal(buffer.values(), [0, 1, 2, 3, 4])
-    assert buffer.missing_ranges(since=0, until=50) == []
     buffer.put(60, 6.0)
     assert not buffer.put(0, 9.0)  # older than the window
 
@@ -57,16 +56,3 @@ def test_invalid_construction() -> None:
     with pytest.raises(ValueError, match="positive"):
         SeriesBuffer(step_seconds=0, capacity=1)
 
-
-@pytest.mark.parametrize(
-    ("values", "max_gap", "expected"),
-    [
-        ([1, np.nan, 3], 1, [1, 2, 3]),
-        ([1, np.nan, np.nan, 4], 1, [1, np.nan, np.nan, 4]),
-        ([np.nan, 1, 2], 3, [np.nan, 1, 2]),
-        ([1, 2, np.nan], 3, [1, 2, np.nan]),
-        ([np.nan, np.nan], 3, [np.nan, np.nan]),
-    ],
-)
-def test_fill_short_gaps(values: list[float], max_gap: int, expected: list[float]) -> None:
-    np.testing.assert_allclose(fill_short_gaps(np.array(values, dtype=float), max_gap=max_gap), expected)
