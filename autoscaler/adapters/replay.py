@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from autoscaler.domain.types import FloatArray
 
 
@@ -67,10 +65,14 @@ class ReplaySource:
     ) -> list[tuple[float, float]]:
         trace = self._trace(query)
         points: list[tuple[float, float]] = []
-        for timestamp in np.arange(start, end + 1e-9, step_seconds):
-            row = trace.row_at(float(timestamp))
+        # Count steps rather than compare floats: at epoch magnitudes an epsilon added
+        # to `end` vanishes and the last point would be dropped.
+        count = math.floor((end - start) / step_seconds + 1e-6) + 1
+        for index in range(max(0, count)):
+            timestamp = start + index * step_seconds
+            row = trace.row_at(timestamp)
             if row >= 0:
-                points.append((float(timestamp), trace.value_of_row(row)))
+                points.append((timestamp, trace.value_of_row(row)))
         return points
 
     async def close(self) -> None:

@@ -10,8 +10,8 @@ Failure policy (docs/reliability.md has the table):
 - no data or a failed query: the last decision stays served until the newest real
   sample is older than `staleAfter`; then the target turns STALE and the gRPC layer
   answers UNAVAILABLE, so KEDA's fallback applies. A missing value is never a zero.
-- after an outage the gap is backfilled with one range query and the model refitted,
-  so history has no hole.
+- steps missed by an outage (or by a late tick) are fetched with one range query and
+  folded in order before the next sample, so history has no hole.
 - a fit that fails keeps the previous model (the pipeline falls back to simpler ones).
 """
 
@@ -164,14 +164,19 @@ class Engine:
     async def _warm_start(self, runtime: TargetRuntime, source: MetricSource) -> None:
         spec = runtime.spec
         now = self._clock.now()
+        step = spec.step_seconds
+        # On the step grid, so each point lands in its own slot and the next collection
+        # knows exactly which steps are still missing.
+        end = math.floor(now / step) * step
         try:
             points = await source.range(
-                spec.query, start=now - spec.history_window_seconds, end=now, step_seconds=spec.step_seconds
+                spec.query, start=end - spec.history_window_seconds + step, end=end, step_seconds=step
             )
         except Exception as error:  # an adapter error of any kind: record, retry later
             self._record_source_error(runtime, "warm-start", error)
             return
         _observe_all(runtime, points)
+        runtime.collected_until = end
         runtime.warm = True
         log.info(
             "warm start",
@@ -187,11 +192,16 @@ class Engine:
             sample = await source.instant(spec.query, at=now)
         except Exception as error:
             self._record_source_error(runtime, "query", error)
-            runtime.outage_since = runtime.outage_since or now
             self._mark_dirty(runtime)
             return
-        if runtime.outage_since is not None:
-            await self._backfill(runtime, source, since=runtime.outage_since - spec.step_seconds, until=now)
+        previous = runtime.collected_until
+        step = spec.step_seconds
+        if previous is not None and math.floor(now / step) - math.floor(previous / step) > 1:
+            # Steps were missed (an outage, or this task ran late): fetch them in order
+            # before the new sample, so history has no hole and the model sees each step.
+            since = (math.floor(previous / step) + 1) * step
+            await self._backfill(runtime, source, since=since, until=math.floor(now / step) * step)
+        runtime.collected_until = now
         if sample is None:
             runtime.last_error = f"query returned no data at {now:.0f}"
         else:
@@ -211,22 +221,15 @@ class Engine:
         except Exception as error:
             self._record_source_error(runtime, "backfill", error)
             return
-        filled = _observe_all(runtime, points)
-        log.info(
-            "backfilled outage",
-            extra={"target": str(runtime.key), "points": filled, "since": since, "until": until},
-        )
-        runtime.outage_since = None
-        self._schedule_refit(runtime, until, force=True)
+        filled = _observe_all(runtime, [point for point in points if point[0] < until])
+        log.info("backfilled missed steps", extra={"target": str(runtime.key), "points": filled, "since": since})
 
-    def _schedule_refit(self, runtime: TargetRuntime, now: float, *, force: bool = False) -> None:
-        """Start a background refit when one is due (or forced after a backfill) and none runs."""
-        if runtime.fit_task is not None or runtime.pipeline.history_points == 0:
-            return
-        if force or runtime.pipeline.refit_due(now):
-            runtime.fit_task = asyncio.get_running_loop().create_task(self._refit(runtime, now))
+    def _schedule_refit(self, runtime: TargetRuntime, now: float) -> None:
+        """Start a background refit when one is due and none runs."""
+        if runtime.fit_task is None and runtime.pipeline.history_points > 0 and runtime.pipeline.refit_due(now):
+            runtime.fit_task = asyncio.get_running_loop().create_task(self._refit(runtime))
 
-    async def _refit(self, runtime: TargetRuntime, now: float) -> None:
+    async def _refit(self, runtime: TargetRuntime) -> None:
         inputs = runtime.pipeline.refit_inputs()
         started = time.perf_counter()
         try:

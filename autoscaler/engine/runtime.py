@@ -26,7 +26,7 @@ class TargetRuntime:
     decided_at: float | None = None
     last_error: str | None = None
     source_errors: int = 0
-    outage_since: float | None = None
+    collected_until: float | None = None
     last_sample_at: float | None = None
     last_contact: float = 0.0
     last_fit_seconds: float | None = None
