@@ -10,7 +10,9 @@ ORIGIN = 1_700_000_000.0  # not a multiple of the step: grids must not assume al
 
 def source(offset_rows: int = 3) -> ReplaySource:
     values = np.arange(10, dtype=np.float64)
-    return ReplaySource([ReplayTrace(name="t", values=values, step_seconds=60.0, origin=ORIGIN, offset_rows=offset_rows)])
+    return ReplaySource(
+        [ReplayTrace(name="t", values=values, step_seconds=60.0, origin=ORIGIN, offset_rows=offset_rows)]
+    )
 
 
 async def test_range_includes_both_ends_at_epoch_magnitudes() -> None:
