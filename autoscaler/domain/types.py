@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,13 +63,20 @@ class Forecast:
 
         Outside the stored levels the nearest level is used: extrapolating the tails of
         an empirical band is less trustworthy than clamping, and the planner's
-        calibration corrects the remaining bias.
+        calibration corrects the remaining bias. One vector operation for all steps:
+        the planner reads several paths per decision.
         """
-        levels = np.asarray(self.levels, dtype=np.float64)
-        out = np.empty(self.horizon, dtype=np.float64)
-        for step in range(self.horizon):
-            out[step] = float(np.interp(level, levels, self.values[step]))
-        return out
+        levels = self.levels
+        if level <= levels[0]:
+            return self.values[:, 0].copy()
+        if level >= levels[-1]:
+            return self.values[:, -1].copy()
+        upper = bisect.bisect_left(levels, level)
+        if levels[upper] == level:
+            return self.values[:, upper].copy()
+        weight = (level - levels[upper - 1]) / (levels[upper] - levels[upper - 1])
+        path: FloatArray = self.values[:, upper - 1] * (1.0 - weight) + self.values[:, upper] * weight
+        return path
 
     def median(self) -> FloatArray:
         return self.quantile(0.5)

@@ -11,7 +11,10 @@ the daemon would have done:
     decision = pipeline.decide(now, current_replicas)
 
 Refits are amortised: the first once `min_points` steps exist, then each time the
-history has doubled while it is short, then every `interval_seconds` of data.
+history has doubled while it is short, then every `interval_seconds` of data. Under
+`model: auto` the per-series selection (a backtest of every candidate, most of a fit's
+cost) reruns while the history grows and then every `reselect_seconds`; the refits in
+between fit the model it chose.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from autoscaler.forecast.fallback import FIT_FAILURES
 from autoscaler.forecast.selector import make_forecaster
 from autoscaler.history.series import SeriesBuffer
 from autoscaler.planner.calibration import DEFAULT_WINDOW, CoverageCalibrator, FloatRing, Prediction
-from autoscaler.planner.plan import Calibration, PlannerState, plan, quantile_path
+from autoscaler.planner.plan import Calibration, PlannerState, plan
 
 ForecasterFactory = Callable[[str, int], Forecaster]
 SCALE_FLOOR_SHARE = 0.05
@@ -47,6 +50,7 @@ class RefitSchedule:
     growth: float = 2.0
     interval_seconds: float = 24 * 3600.0
     min_interval_steps: int = 96
+    reselect_seconds: float = 7 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,8 @@ class TargetPipeline:
         self._calibrator = CoverageCalibrator(target_coverage=spec.target_coverage, lead_steps=spec.lead_steps)
         self._state = PlannerState()
         self._forecaster: Forecaster | None = None
+        self._selection: Selection | None = None
+        self._selected_end_step: int | None = None
         self._fitted_end_step: int | None = None
         self._requested_end_timestamp: float | None = None
         self._requested_points = 0
@@ -163,10 +169,21 @@ class TargetPipeline:
             values=self._buffer.values(),
             end_step=end,
             step_seconds=self.spec.step_seconds,
-            model=self.spec.model,
+            model=self._model_to_fit(end),
             lead_steps=self.spec.lead_steps,
             factory=self._factory,
         )
+
+    def _model_to_fit(self, end_step: int) -> str:
+        """`auto` reselects while history grows and every `reselect_seconds`; else its last pick."""
+        if self.spec.model != "auto" or self._selection is None or self._selected_end_step is None:
+            return self.spec.model
+        if len(self._buffer) < self._buffer.capacity:
+            return self.spec.model
+        reselect_steps = self.schedule.reselect_seconds / self.spec.step_seconds
+        if end_step - self._selected_end_step >= reselect_steps:
+            return self.spec.model
+        return self._selection.chosen
 
     def install(self, fitted: FittedModel) -> None:
         """Swap in a fitted model after replaying the steps observed since its copy."""
@@ -182,6 +199,10 @@ class TargetPipeline:
                 fitted.forecaster.update(float(value))
         self._forecaster = fitted.forecaster
         self._fitted_end_step = fitted.end_step
+        selection = getattr(fitted.forecaster, "selection_", None)
+        if isinstance(selection, Selection):
+            self._selection = selection
+            self._selected_end_step = fitted.end_step
 
     # -- decisions --------------------------------------------------------------------
 
@@ -231,9 +252,9 @@ class TargetPipeline:
         every later offset.
         """
         index = min(self.spec.lead_steps, forecast.horizon - 1)
-        base = float(quantile_path(forecast, self.spec.target_coverage)[index])
-        median = float(quantile_path(forecast, 0.5)[index])
-        spread = float(quantile_path(forecast, 0.9)[index] - quantile_path(forecast, 0.1)[index])
+        base = float(forecast.quantile(self.spec.target_coverage)[index])
+        median = float(forecast.quantile(0.5)[index])
+        spread = float(forecast.quantile(0.9)[index] - forecast.quantile(0.1)[index])
         typical = self._typical_level.mean() or 0.0
         scale = max(spread, SCALE_FLOOR_SHARE * typical, 1e-9 * self.spec.capacity_per_replica)
         assert self._forecast_start is not None
@@ -267,17 +288,16 @@ class TargetPipeline:
 
     @property
     def chosen_model(self) -> str | None:
-        """The model serving now: the selector's pick under `auto`, else the configured one."""
-        selection = self.selection
-        if selection is not None:
-            return selection.chosen
-        return None if self._forecaster is None else self._forecaster.name
+        """The model serving now: under `auto`, the one the last selection picked."""
+        if self._forecaster is None:
+            return None
+        selection = getattr(self._forecaster, "selection_", None)
+        return selection.chosen if isinstance(selection, Selection) else self._forecaster.name
 
     @property
     def selection(self) -> Selection | None:
-        """The selector's scores when the model is `auto`; None for a fixed model."""
-        selection = getattr(self._forecaster, "selection_", None)
-        return selection if isinstance(selection, Selection) else None
+        """The last selection's scores under `auto`; None for a fixed model."""
+        return self._selection
 
     @property
     def achieved_coverage(self) -> float | None:

@@ -27,7 +27,6 @@ damped by rule 3 like any other plan.
 
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -138,28 +137,9 @@ def _damp_for(
     return clamp_replicas(damped, min_replicas=spec.min_replicas, max_replicas=spec.max_replicas), note, new_state
 
 
-def quantile_path(forecast: Forecast, level: float) -> FloatArray:
-    """`forecast.quantile(level)` for every step at once (same interpolation and clamping).
-
-    The planner reads several quantile paths per decision; one vector operation per
-    path instead of one interpolation per step keeps a long backtest fast.
-    """
-    levels = forecast.levels
-    if level <= levels[0]:
-        return forecast.values[:, 0].copy()
-    if level >= levels[-1]:
-        return forecast.values[:, -1].copy()
-    upper = bisect.bisect_left(levels, level)
-    if levels[upper] == level:
-        return forecast.values[:, upper].copy()
-    weight = (level - levels[upper - 1]) / (levels[upper] - levels[upper - 1])
-    result: FloatArray = forecast.values[:, upper - 1] * (1.0 - weight) + forecast.values[:, upper] * weight
-    return result
-
-
 def calibrated_path(forecast: Forecast, *, level: float, offset: float) -> FloatArray:
     """The forecast quantile at `level` plus `offset`, floored at zero, per forecast step."""
-    return np.maximum(quantile_path(forecast, level) + offset, 0.0)
+    return np.maximum(forecast.quantile(level) + offset, 0.0)
 
 
 def plan(

@@ -352,6 +352,10 @@ class ControlPlane:
     marking it Running/Ready (a pod's ``POD_READY_DELAY_ANNOTATION`` overrides
     it). ``node_heartbeat_ms``: period of the fake nodes' status heartbeat.
     ``job_pod_run_ms``: how long a Job's pod runs before it succeeds.
+    ``aggregator_routing``: ``--enable-aggregator-routing`` (False lets an APIService
+    reach a process on loopback through an ExternalName Service).
+    ``controller_manager_args``: extra kube-controller-manager flags, appended last
+    (e.g. a shorter ``--horizontal-pod-autoscaler-sync-period``).
 
     Attributes available after :meth:`start`: ``server`` (https URL),
     ``kubeconfig`` (admin kubeconfig path, identity in ``system:masters``),
@@ -367,6 +371,8 @@ class ControlPlane:
         node_heartbeat_ms: int = 10_000,
         job_pod_run_ms: int = 1_000,
         startup_timeout_s: float = 120.0,
+        aggregator_routing: bool = True,
+        controller_manager_args: Sequence[str] = (),
     ) -> None:
         self.binaries = binaries or Binaries.from_cache()
         missing = self.binaries.missing()
@@ -382,6 +388,8 @@ class ControlPlane:
         self.node_heartbeat_ms = node_heartbeat_ms
         self.job_pod_run_ms = job_pod_run_ms
         self.startup_timeout_s = startup_timeout_s
+        self.aggregator_routing = aggregator_routing
+        self.controller_manager_args = tuple(controller_manager_args)
         self._procs: dict[str, _Proc] = {}
         self._started = False
         self.etcd_client_port = 0
@@ -621,7 +629,10 @@ class ControlPlane:
                 f"--proxy-client-cert-file={self._front_proxy_client.cert}",
                 f"--proxy-client-key-file={self._front_proxy_client.key}",
                 # No kube-proxy here: the aggregator must dial endpoint IPs itself.
-                "--enable-aggregator-routing=true",
+                # Off, it resolves an APIService's Service by its cluster IP or, for an
+                # ExternalName Service, by name: the only way to reach a loopback
+                # process, since endpoint addresses may not be loopback.
+                f"--enable-aggregator-routing={str(self.aggregator_routing).lower()}",
                 "--profiling=false",
                 "--v=1",
             ],
@@ -677,6 +688,7 @@ class ControlPlane:
                 "--controllers=*",
                 "--profiling=false",
                 "--v=1",
+                *self.controller_manager_args,
             ],
         )
         self._wait_secure_healthz(proc, port)

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autoscaler.domain.types import Selection
 from autoscaler.forecast.base import FitError, Forecaster
-from autoscaler.planner.pipeline import RefitSchedule, TargetPipeline, fit_for
+from autoscaler.planner.pipeline import ForecasterFactory, RefitSchedule, TargetPipeline, fit_for
 from tests.unit.planner.fakes import RandomWalkForecaster, make_spec, random_walk_factory
 
 TRACES = Path("/work/shared/traces")
@@ -177,3 +178,35 @@ def test_calibration_converges_on_a_real_trace() -> None:
     assert coverage == pytest.approx(0.9, abs=0.03)
     mase = pipeline.forecast_error_mase
     assert mase is not None and 0.5 < mase < 2.0
+
+
+class _Selecting(RandomWalkForecaster):
+    """Under `auto`, reports a selection the way the selector does."""
+
+    def fit(self, y: np.ndarray, *, step_seconds: float) -> _Selecting:
+        super().fit(y, step_seconds=step_seconds)
+        self.selection_ = Selection(chosen="ets", scores=(), seasonal_periods=())
+        return self
+
+
+def _recording_factory(models: list[str]) -> ForecasterFactory:
+    def factory(model: str, lead_steps: int) -> Forecaster:
+        models.append(model)
+        return _Selecting() if model == "auto" else RandomWalkForecaster()
+
+    return factory
+
+
+def test_auto_reselects_while_history_grows_then_weekly() -> None:
+    models: list[str] = []
+    schedule = RefitSchedule(min_points=10, interval_seconds=3600.0, min_interval_steps=1, reselect_seconds=4 * 3600.0)
+    spec = make_spec(historyWindow="1h", step="60s", leadTime="60s")
+    pipeline = TargetPipeline(spec, factory=_recording_factory(models), schedule=schedule)
+    for step in range(60 * 10):
+        pipeline.observe(step * STEP, 10.0 + step % 5)
+        if pipeline.refit_due((step + 1) * STEP):
+            pipeline.install(fit_for(pipeline.refit_inputs()))
+    assert models[:3] == ["auto", "auto", "auto"]  # 10, 20, 40 points: history still growing
+    assert models[3:] == ["ets", "ets", "ets", "auto", "ets", "ets", "ets", "auto", "ets"]  # hourly; auto every 4 h
+    assert pipeline.selection is not None and pipeline.selection.chosen == "ets"
+    assert pipeline.chosen_model in {"ets", "random-walk"}

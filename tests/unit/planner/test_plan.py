@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
-from autoscaler.domain.types import Decision, Forecast
-from autoscaler.planner.plan import Calibration, PlannerState, damp, plan, quantile_path
+from autoscaler.domain.types import Decision
+from autoscaler.planner.plan import Calibration, PlannerState, damp, plan
 from tests.unit.planner.fakes import flat_forecast, make_spec
 
 NO_OFFSET = Calibration(level=0.95, offset=0.0)
@@ -176,15 +175,6 @@ def test_damping(
     assert replicas == expected
     assert new_state.recommendations[-1] == (NOW, raw)
     assert all(at > NOW - 300 for at, _ in new_state.recommendations)
-
-
-@pytest.mark.parametrize("level", [0.01, 0.05, 0.07, 0.5, 0.95, 0.97, 0.99, 0.999])
-def test_quantile_path_matches_the_forecast_type(level: float) -> None:
-    rng = np.random.default_rng(5)
-    levels = (0.05, 0.1, 0.5, 0.9, 0.95, 0.99)
-    values = np.sort(rng.normal(100, 20, size=(7, len(levels))), axis=1)
-    forecast = Forecast(step_seconds=60.0, levels=levels, values=values, model="m")
-    assert np.allclose(quantile_path(forecast, level), forecast.quantile(level))
 
 
 FILL_CASES = [

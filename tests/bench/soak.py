@@ -1,0 +1,321 @@
+"""Soak: many targets on the real engine over an accelerated day of replayed traces.
+
+    nice -n 10 .venv/bin/python -m tests.bench.soak [--targets 5000] [--virtual-hours 24]
+        [--speed 120] [--step 60s] [--history 6h] [--model auto] [--fit-workers 1]
+        [--executor process|thread]
+
+Every target replays one of the shared real traces (`/work/shared/traces`, else the
+demo's bundled ones) from its own offset, through `ReplaySource` on a `ScaledClock`
+running `--speed` times faster than the wall. The real `Engine` collects, refits (in a
+process pool by default) and plans; the real `GrpcServer` answers GetMetrics, which a
+sampler calls on random targets throughout, the way KEDA polls.
+
+Printed once per virtual hour, then summarised:
+
+- RSS of this process and of the fit workers, and the growth per virtual hour after the
+  first hour (the warm start fills every history buffer, so growth after it is a leak);
+- freshness: per target, the age of its newest sample on the engine's clock (p50, p99,
+  max) and the share of targets whose answer KEDA would get (servable); a target is
+  fresh while its newest sample is younger than two steps;
+- the share of targets with a fitted model;
+- GetMetrics latency (p50, p99, wall milliseconds) and the share of calls that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import random
+import signal
+import statistics
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from autoscaler._generated import externalscaler_pb2 as pb2
+from autoscaler._generated import externalscaler_pb2_grpc as pb2_grpc
+from autoscaler.adapters.clock import ScaledClock
+from autoscaler.adapters.replay import ReplaySource, ReplayTrace
+from autoscaler.domain.snapshot import TargetStatus
+from autoscaler.domain.spec import metric_name_for, parse_duration, parse_spec, target_key
+from autoscaler.engine.engine import Engine, EngineSettings
+from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
+from autoscaler.sim.trace import parse_trace
+
+TRACE_DIRS = (Path("/work/shared/traces"), Path(__file__).resolve().parents[2] / "autoscaler" / "demo")
+NAMESPACE = "soak"
+P99_TARGET_MS = 50.0
+"""The GetMetrics p99 we hold ourselves to: KEDA's default gRPC deadline is seconds, and
+the HPA polls every 15 s, so 50 ms leaves two orders of magnitude of headroom."""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    metadata: dict[str, str]
+    metric_name: str
+
+
+@dataclass
+class HourStats:
+    virtual_hour: int
+    rss_mib: float
+    worker_rss_mib: float
+    age_p50: float
+    age_p99: float
+    age_max: float
+    fresh_share: float
+    servable_share: float
+    fitted_share: float
+    calls: int
+    failures: int
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass
+class Latencies:
+    seconds: list[float] = field(default_factory=list)
+    failures: int = 0
+
+    def drain(self) -> tuple[list[float], int]:
+        taken, failed = self.seconds, self.failures
+        self.seconds, self.failures = [], 0
+        return taken, failed
+
+
+def load_trace_values() -> list[np.ndarray]:
+    """Every shared trace with at least a day of rows, scaled to a common range."""
+    directory = next(path for path in TRACE_DIRS if path.is_dir() and any(path.glob("*.csv")))
+    values = []
+    for path in sorted(directory.glob("*.csv")):
+        with path.open() as handle:
+            trace = parse_trace(handle, allow_negative=True)
+        series = np.clip(trace.values, 0.0, None)
+        peak = float(series.max()) or 1.0
+        values.append(series / peak * 100.0)
+    return values
+
+
+def build_targets(
+    count: int, step_seconds: float, history_seconds: float, model: str, start: float
+) -> tuple[list[Target], ReplaySource]:
+    rng = random.Random(7)
+    bases = load_trace_values()
+    history_rows = int(history_seconds / step_seconds)
+    traces, targets = [], []
+    for index in range(count):
+        values = bases[index % len(bases)]
+        name = f"model-{index}"
+        traces.append(
+            ReplayTrace(
+                name=name,
+                values=values,
+                step_seconds=step_seconds,
+                origin=start,
+                offset_rows=history_rows + rng.randrange(len(values)),
+            )
+        )
+        metadata = {
+            "query": f"replay:{name}",
+            "capacityPerReplica": str(5 + index % 20),
+            "step": f"{step_seconds:g}s",
+            "leadTime": f"{2 * step_seconds:g}s",
+            "historyWindow": f"{history_seconds:g}s",
+            "model": model,
+            "maxReplicas": "500",
+        }
+        key = target_key(NAMESPACE, name, metadata)
+        targets.append(Target(name, metadata, metric_name_for(key, parse_spec(metadata))))
+    return targets, ReplaySource(traces)
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def worker_pids(executor: Executor) -> list[int]:
+    if isinstance(executor, ProcessPoolExecutor):
+        return list(getattr(executor, "_processes", {}) or {})
+    return []
+
+
+async def sample_get_metrics(
+    port: int, targets: Sequence[Target], latencies: Latencies, stop: asyncio.Event, interval: float
+) -> None:
+    """GetMetrics on a random target every `interval` wall seconds, as KEDA's polling does."""
+    rng = random.Random(11)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb2_grpc.ExternalScalerStub(channel)  # type: ignore[no-untyped-call]
+        while not stop.is_set():
+            target = rng.choice(targets)
+            ref = pb2.ScaledObjectRef(name=target.name, namespace=NAMESPACE, scalerMetadata=target.metadata)
+            request = pb2.GetMetricsRequest(scaledObjectRef=ref, metricName=target.metric_name)
+            started = time.perf_counter()
+            try:
+                await stub.GetMetrics(request, timeout=10)
+            except grpc.aio.AioRpcError:
+                latencies.failures += 1
+            else:
+                latencies.seconds.append(time.perf_counter() - started)
+            await asyncio.sleep(interval)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def hour_stats(
+    engine: Engine, clock: ScaledClock, *, hour: int, executor: Executor, latencies: Latencies, step: float
+) -> HourStats:
+    now = clock.now()
+    targets = list(engine.snapshot().targets.values())
+    # A target without any sample yet counts as not fresh; the percentiles cover the others.
+    ages = [now - t.last_sample_at for t in targets if t.last_sample_at is not None]
+    taken, failed = latencies.drain()
+    total = max(1, len(targets))
+    return HourStats(
+        virtual_hour=hour,
+        rss_mib=rss_mib(os.getpid()),
+        worker_rss_mib=sum(rss_mib(pid) for pid in worker_pids(executor)),
+        age_p50=percentile(ages, 50),
+        age_p99=percentile(ages, 99),
+        age_max=max(ages, default=float("nan")),
+        fresh_share=sum(age <= 2 * step for age in ages) / total,
+        servable_share=sum(t.status is TargetStatus.READY and t.decision is not None for t in targets) / total,
+        fitted_share=sum(t.chosen_model is not None for t in targets) / total,
+        calls=len(taken),
+        failures=failed,
+        p50_ms=percentile(taken, 50) * 1000,
+        p99_ms=percentile(taken, 99) * 1000,
+    )
+
+
+def print_row(stats: HourStats) -> None:
+    print(
+        f"{stats.virtual_hour:>4} {stats.rss_mib:>8.0f} {stats.worker_rss_mib:>8.0f} "
+        f"{stats.age_p50:>7.0f} {stats.age_p99:>7.0f} {stats.age_max:>7.0f} "
+        f"{stats.fresh_share:>6.1%} {stats.servable_share:>6.1%} {stats.fitted_share:>6.1%} "
+        f"{stats.calls:>6} {stats.failures:>5} {stats.p50_ms:>7.2f} {stats.p99_ms:>7.2f}",
+        flush=True,
+    )
+
+
+def print_summary(rows: Sequence[HourStats], arguments: argparse.Namespace, wall_seconds: float) -> None:
+    steady = [row for row in rows if row.virtual_hour >= 1]
+    if len(steady) >= 2:
+        hours = [row.virtual_hour for row in steady]
+        growth = float(np.polyfit(hours, [row.rss_mib for row in steady], 1)[0])
+        worker_growth = float(np.polyfit(hours, [row.worker_rss_mib for row in steady], 1)[0])
+    else:
+        growth = worker_growth = float("nan")
+    nan = float("nan")
+    p99s = [row.p99_ms for row in rows if row.calls]
+    worst_age = max((row.age_p99 for row in steady), default=nan)
+    lowest_fresh = min((row.fresh_share for row in steady), default=nan)
+    lowest_servable = min((row.servable_share for row in steady), default=nan)
+    median_p50 = statistics.median([row.p50_ms for row in rows if row.calls] or [nan])
+    print()
+    print(
+        f"targets {arguments.targets}, virtual hours {len(rows)}, speed {arguments.speed:g}x, "
+        f"step {arguments.step}, history {arguments.history}, model {arguments.model}, "
+        f"fit workers {arguments.fit_workers} ({arguments.executor}), wall {wall_seconds:.0f}s"
+    )
+    print(f"RSS growth after hour 1: {growth:+.2f} MiB/virtual hour (daemon), {worker_growth:+.2f} (fit workers)")
+    print(
+        f"worst hourly p99 of sample age: {worst_age:.0f}s (step {parse_duration(arguments.step):g}s); "
+        f"lowest fresh share {lowest_fresh:.1%}; lowest servable share {lowest_servable:.1%}"
+    )
+    print(
+        f"GetMetrics: worst hourly p99 {max(p99s, default=nan):.2f} ms (target {P99_TARGET_MS:g} ms), "
+        f"median of hourly p50 {median_p50:.2f} ms, "
+        f"calls {sum(row.calls for row in rows)}, failures {sum(row.failures for row in rows)}"
+    )
+
+
+def make_executor(kind: str, workers: int) -> Executor:
+    if kind == "thread":
+        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fit")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+
+
+async def soak(arguments: argparse.Namespace) -> list[HourStats]:
+    step = parse_duration(arguments.step)
+    history = parse_duration(arguments.history)
+    start = float(int(time.time() / step) * step)
+    targets, source = build_targets(arguments.targets, step, history, arguments.model, start)
+    clock = ScaledClock(start=start, speed=arguments.speed)
+    executor = make_executor(arguments.executor, arguments.fit_workers)
+    engine = Engine(
+        sources={"default": source},
+        clock=clock,
+        fit_executor=executor,
+        settings=EngineSettings(
+            tick_seconds=1.0, max_targets=arguments.targets + 1, idle_target_ttl_seconds=10 * 86400.0
+        ),
+    )
+    for target in targets:
+        engine.ensure_target(target_key(NAMESPACE, target.name, target.metadata), parse_spec(target.metadata))
+    await engine.start()
+    server = GrpcServer(engine, GrpcServerSettings(host="127.0.0.1", port=0), clock=clock.now)
+    port = await server.start()
+    latencies, stop = Latencies(), asyncio.Event()
+    sampler = asyncio.create_task(sample_get_metrics(port, targets, latencies, stop, arguments.call_interval))
+    print(" hour  rss_MiB work_MiB  age_p50 age_p99 age_max  fresh  serve fitted  calls  fail  p50_ms  p99_ms")
+    rows: list[HourStats] = []
+    # SIGTERM or SIGINT ends the run early with the summary of the hours so far.
+    interrupted = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, interrupted.set)
+    try:
+        for hour in range(arguments.virtual_hours + 1):
+            wait = (start + hour * 3600.0 - clock.now()) / clock.speed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupted.wait(), max(0.0, wait))
+            if interrupted.is_set():
+                break
+            rows.append(hour_stats(engine, clock, hour=hour, executor=executor, latencies=latencies, step=step))
+            print_row(rows[-1])
+    finally:
+        stop.set()
+        await sampler
+        await server.stop(1)
+        await engine.stop()
+        executor.shutdown(wait=False, cancel_futures=True)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", type=int, default=5000)
+    parser.add_argument("--virtual-hours", type=int, default=24)
+    parser.add_argument("--speed", type=float, default=120.0, help="virtual seconds per wall second")
+    parser.add_argument("--step", default="60s")
+    parser.add_argument("--history", default="6h")
+    parser.add_argument("--model", default="auto")
+    parser.add_argument("--fit-workers", type=int, default=1)
+    parser.add_argument("--executor", choices=("process", "thread"), default="process")
+    parser.add_argument("--call-interval", type=float, default=0.01, help="wall seconds between GetMetrics samples")
+    arguments = parser.parse_args(argv)
+    started = time.monotonic()
+    rows = asyncio.run(soak(arguments))
+    print_summary(rows, arguments, time.monotonic() - started)
+
+
+if __name__ == "__main__":
+    main()
