@@ -9,6 +9,7 @@ like sqrt(h), the random-walk rate, which is the cautious choice for a planner.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -126,6 +127,17 @@ def assemble_forecast(
     return Forecast(step_seconds=step_seconds, levels=levels, values=values, model=model)
 
 
+@functools.lru_cache(maxsize=32)
+def _level_weights(fitted_levels: tuple[float, ...], levels: tuple[float, ...]) -> tuple[IntArray, FloatArray]:
+    """(lower column, weight toward the next one) per wanted level, in normal score."""
+    fitted_scores = ndtri(np.asarray(fitted_levels))
+    wanted_scores = ndtri(np.asarray(levels))
+    upper = np.clip(np.searchsorted(fitted_scores, wanted_scores), 1, fitted_scores.size - 1).astype(np.int64)
+    lower = upper - 1
+    weights: FloatArray = (wanted_scores - fitted_scores[lower]) / (fitted_scores[upper] - fitted_scores[lower])
+    return lower, weights
+
+
 def interpolate_levels(
     values: FloatArray, fitted_levels: Sequence[float], levels: tuple[float, ...]
 ) -> FloatArray:
@@ -135,13 +147,8 @@ def interpolate_levels(
     beyond the outer ones, so a 0.99 request from a 0.05/0.5/0.95 fit widens the way
     a Gaussian tail would instead of clamping at the 0.95 value.
     """
-    fitted_scores = ndtri(np.asarray(fitted_levels))
-    wanted_scores = ndtri(np.asarray(levels))
+    lower, weights = _level_weights(tuple(fitted_levels), levels)
     ordered = np.sort(values, axis=1)
-    out = np.empty((values.shape[0], len(levels)))
-    for column, score in enumerate(wanted_scores):
-        upper = min(max(int(np.searchsorted(fitted_scores, score)), 1), fitted_scores.size - 1)
-        lower = upper - 1
-        weight = (score - fitted_scores[lower]) / (fitted_scores[upper] - fitted_scores[lower])
-        out[:, column] = ordered[:, lower] + weight * (ordered[:, upper] - ordered[:, lower])
+    below = ordered[:, lower]
+    out: FloatArray = below + weights * (ordered[:, lower + 1] - below)
     return out

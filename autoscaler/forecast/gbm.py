@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any, Self
 
 import numpy as np
+import sklearn
 from sklearn.ensemble import GradientBoostingRegressor
 
 from autoscaler.domain.types import FloatArray, Forecast
@@ -84,59 +85,76 @@ class _LagFeatures:
         level = self.level(cumulative, origins, floor)
         window = self.level_window
         long_window = LONG_WINDOW_FACTOR * window
-        long_mean = (cumulative[origins + 1] - cumulative[origins + 1 - long_window]) / long_window
-        columns = [np.minimum(horizons, self.max_horizon).astype(np.float64), long_mean / level]
-        columns.extend(filled[origins - lag] / level for lag in self.lags)
-        window_max = np.lib.stride_tricks.sliding_window_view(filled, window).max(axis=1)
-        columns.append(window_max[origins + 1 - window] / level)
+        matrix = np.empty((origins.size, 3 + len(self.lags) + 2 * len(self.periods)))
+        matrix[:, 0] = np.minimum(horizons, self.max_horizon)
+        matrix[:, 1] = (cumulative[origins + 1] - cumulative[origins + 1 - long_window]) / long_window
+        matrix[:, 2 : 2 + len(self.lags)] = filled[origins[:, np.newaxis] - np.array(self.lags)]
+        column = 2 + len(self.lags)
+        matrix[:, column] = filled[(origins + 1 - window)[:, np.newaxis] + np.arange(window)].max(axis=1)
         for period in self.periods:
             cycles_back = -(-horizons // period)
-            columns.append(filled[origins + horizons - cycles_back * period] / level)
+            matrix[:, column + 1] = filled[origins + horizons - cycles_back * period]
             season_ago = cumulative[origins + 1 - period] - cumulative[origins + 1 - period - window]
-            columns.append(season_ago / window / level)
-        return np.column_stack(columns), level
+            matrix[:, column + 2] = season_ago / window
+            column += 2
+        matrix[:, 1:] /= level[:, np.newaxis]
+        return matrix, level
 
 
 class _PackedTrees:
-    """A fitted boosting ensemble as padded node arrays, evaluated with a few numpy ops.
+    """Fitted boosting ensembles (one per quantile) as padded node arrays, evaluated together.
 
     sklearn's own predict spends ~1 ms per call validating its input, which is most
     of the cost of forecasting one series per step; these arrays give the same
-    numbers (the trees compare float32 features, so we do too) in tens of microseconds.
+    numbers (the trees compare float32 features, so we do too) in tens of microseconds,
+    and every quantile's trees descend in the same few numpy operations.
     """
 
-    def __init__(self, model: Any, sample: FloatArray) -> None:
-        trees = [estimator.tree_ for estimator in model.estimators_[:, 0]]
+    def __init__(self, models: Sequence[Any], sample: FloatArray) -> None:
+        per_model = [[estimator.tree_ for estimator in model.estimators_[:, 0]] for model in models]
+        trees = [tree for model_trees in per_model for tree in model_trees]
         width = max(tree.node_count for tree in trees)
+        starts = np.arange(len(trees), dtype=np.int64) * width
 
         def padded(attribute: str, fill: float) -> FloatArray:
             out = np.full((len(trees), width), fill)
             for index, tree in enumerate(trees):
                 column = np.asarray(getattr(tree, attribute), dtype=np.float64).reshape(tree.node_count)
                 out[index, : tree.node_count] = column
-            return out
+            return out.ravel()
 
+        def children(attribute: str) -> IntArray:
+            # Flat node indices; a leaf (and padding) points at itself, so descending
+            # the full depth parks every row on its leaf without a leaf test.
+            child = padded(attribute, LEAF).astype(np.int64).reshape(len(trees), width)
+            own = np.arange(width, dtype=np.int64)[np.newaxis, :]
+            flat: IntArray = (np.where(child == LEAF, own, child) + starts[:, np.newaxis]).ravel()
+            return flat
+
+        rates = np.repeat([model.learning_rate for model in models], [len(model_trees) for model_trees in per_model])
         self.feature = np.maximum(padded("feature", 0), 0).astype(np.int64)
         self.threshold = padded("threshold", 0.0)
-        self.left = padded("children_left", LEAF).astype(np.int64)
-        self.right = padded("children_right", LEAF).astype(np.int64)
-        self.value = padded("value", 0.0) * model.learning_rate
+        self.left = children("children_left")
+        self.right = children("children_right")
+        self.value = (padded("value", 0.0).reshape(len(trees), width) * rates[:, np.newaxis]).ravel()
         self.depth = max(tree.max_depth for tree in trees)
-        self.tree_index = np.arange(len(trees))[:, np.newaxis]
-        self.offset = 0.0
-        self.offset = float(model.predict(sample[:1])[0] - self.predict(sample[:1])[0])
+        self.roots = starts[:, np.newaxis]
+        self.first_tree = np.cumsum([0, *(len(model_trees) for model_trees in per_model[:-1])])
+        self.offset: FloatArray = np.zeros(len(models))
+        first_row = sample[:1]
+        own_prediction = self.predict(first_row)[0]
+        self.offset = np.array([model.predict(first_row)[0] for model in models]) - own_prediction
 
     def predict(self, matrix: FloatArray) -> FloatArray:
-        features = matrix.astype(np.float32).astype(np.float64)
-        rows = np.arange(matrix.shape[0])[np.newaxis, :]
-        node = np.zeros((self.feature.shape[0], matrix.shape[0]), dtype=np.int64)
-        trees = self.tree_index
+        """(rows, models): each model's prediction for each feature row."""
+        features = matrix.astype(np.float32).astype(np.float64).ravel()
+        row_starts = np.arange(matrix.shape[0], dtype=np.int64)[np.newaxis, :] * matrix.shape[1]
+        node = np.repeat(self.roots, matrix.shape[0], axis=1)
         for _ in range(self.depth):
-            left = self.left[trees, node]
-            goes_left = features[rows, self.feature[trees, node]] <= self.threshold[trees, node]
-            child = np.where(goes_left, left, self.right[trees, node])
-            node = np.where(left == LEAF, node, child)
-        total: FloatArray = self.offset + self.value[trees, node].sum(axis=0)
+            goes_left = features.take(row_starts + self.feature.take(node)) <= self.threshold.take(node)
+            node = np.where(goes_left, self.left.take(node), self.right.take(node))
+        sums = np.add.reduceat(self.value.take(node), self.first_tree, axis=0)
+        total: FloatArray = sums.T + self.offset
         return total
 
 
@@ -215,7 +233,8 @@ class GBMForecaster(Estimator):
         matrix, level = features.rows(filled, pair_origins[observed], pair_horizons[observed], floor)
         ratios = targets[observed] / level
         split = ratios.size - int(self.calibration_share * ratios.size)
-        models = [self._fit_quantile(matrix[:split], ratios[:split], quantile) for quantile in self.quantiles]
+        fitted = [self._fit_quantile(matrix[:split], ratios[:split], quantile) for quantile in self.quantiles]
+        models = _PackedTrees(fitted, matrix)
         self.widening_ = self._conformal_widening(models, matrix[split:], ratios[split:])
         self.models_ = models
         self.features_ = features
@@ -226,17 +245,18 @@ class GBMForecaster(Estimator):
         self.nonnegative_ = is_nonnegative(values)
         return self
 
-    def _conformal_widening(self, models: list[_PackedTrees], matrix: FloatArray, ratios: FloatArray) -> float:
+    def _conformal_widening(self, models: _PackedTrees, matrix: FloatArray, ratios: FloatArray) -> float:
         """The CQR score: how far the outer quantiles must move to cover their nominal share."""
-        if ratios.size == 0 or len(models) < 2:
+        if ratios.size == 0:
             return 0.0
         nominal = max(self.quantiles) - min(self.quantiles)
-        lower, upper = models[0].predict(matrix), models[-1].predict(matrix)
+        predicted = models.predict(matrix)
+        lower, upper = predicted[:, 0], predicted[:, -1]
         scores = np.maximum(lower - ratios, ratios - upper)
         rank = min(1.0, nominal * (ratios.size + 1) / ratios.size)
         return float(np.quantile(scores, rank))
 
-    def _fit_quantile(self, matrix: FloatArray, ratios: FloatArray, quantile: float) -> _PackedTrees:
+    def _fit_quantile(self, matrix: FloatArray, ratios: FloatArray, quantile: float) -> Any:
         model = GradientBoostingRegressor(
             loss="quantile",
             alpha=quantile,
@@ -246,8 +266,14 @@ class GBMForecaster(Estimator):
             subsample=self.subsample,
             random_state=self.random_state,
         )
+        if not (np.isfinite(matrix).all() and np.isfinite(ratios).all()):
+            raise FitError(f"GradientBoostingRegressor(alpha={quantile}) failed: non-finite features or targets")
         try:
-            return _PackedTrees(model.fit(matrix, ratios), matrix)
+            # Hyperparameters and finiteness are checked once here; inside, each of the
+            # n_estimators trees would check them again, a tenth of the fit.
+            model._validate_params()
+            with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
+                return model.fit(matrix, ratios)
         except (ValueError, ArithmeticError) as error:
             raise FitError(f"GradientBoostingRegressor(alpha={quantile}) failed: {error}") from error
 
@@ -268,7 +294,7 @@ class GBMForecaster(Estimator):
         horizons = np.arange(1, horizon + 1, dtype=np.int64)
         origins = np.full(horizon, recent.size - 1, dtype=np.int64)
         matrix, level = self.features_.rows(recent, origins, horizons, self.floor_)
-        ratios = np.column_stack([model.predict(matrix) for model in self.models_])
+        ratios = self.models_.predict(matrix)
         ratios[:, 0] -= self.widening_
         ratios[:, -1] += self.widening_
         values = interpolate_levels(ratios * level[:, np.newaxis], self.quantiles, checked)

@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
-from tests.harness.cluster import HarnessError, cache_dir
+from tests.harness.cluster import HarnessError, cache_dir, load_versions
 
 KEDA_MODULE = "github.com/kedacore/keda/v2"
-KEDA_VERSION = "v2.21.0"
+KEDA_VERSION = load_versions()["KEDA_VERSION"]
 CRD_DIR_IN_MODULE = Path("config") / "crd" / "bases"
 
 

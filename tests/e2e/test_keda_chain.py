@@ -475,7 +475,10 @@ def test_keda_applies_fallback_while_prometheus_is_down_and_recovers(chain: Chai
                 1,
             )
             assert _grpc_calls(chain.daemon_http_port, "GetMetrics", "UNAVAILABLE") > unavailable_before
-            assert kube.condition(PREDICTIVE, "Fallback") == "True"
+            # KEDA sets the condition from the status it read before counting the failure: one call later.
+            _wait_for(
+                "the ScaledObject's Fallback condition", lambda: kube.condition(PREDICTIVE, "Fallback") == "True", 30
+            )
         finally:
             chain.prometheus.start()
 

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from tests.harness.cluster import load_versions
+
 KEDA_MODULE = "github.com/kedacore/keda/v2"
-KEDA_VERSION = "v2.18.0"
-"""The version whose proto our own must state exactly."""
-KEDA_NEWER_VERSION = "v2.21.0"
+_VERSIONS = load_versions()
+KEDA_VERSION = _VERSIONS["KEDA_VERSION"]
+"""The version whose proto our own must state exactly (pinned in tests/harness/versions.env)."""
+KEDA_NEWER_VERSION = _VERSIONS["KEDA_NEWER_VERSION"]
 """A newer KEDA whose proto adds the optional StreamMetricSpec; its client must still work."""
 PROTO_IN_MODULE = Path("pkg/scalers/externalscaler/externalscaler.proto")
 _DEFAULT_POOL = "_descriptor_pool.Default()"

@@ -57,13 +57,20 @@ def test_ets_update_matches_fitting_the_longer_series_in_level() -> None:
     np.testing.assert_allclose(updated.predict(6).median(), refitted.predict(6).median(), rtol=0.02)
 
 
-def test_packed_trees_equal_sklearn_predictions() -> None:
+def test_packed_trees_equal_sklearn_predictions_for_every_model() -> None:
     rng = np.random.default_rng(1)
     matrix = rng.random((800, 6))
     target = matrix[:, 0] * 3 + rng.normal(0, 0.2, 800)
-    model = GradientBoostingRegressor(loss="quantile", alpha=0.9, n_estimators=20, max_depth=3).fit(matrix, target)
+    models = [
+        GradientBoostingRegressor(loss="quantile", alpha=0.1, n_estimators=12, max_depth=2).fit(matrix, target),
+        GradientBoostingRegressor(loss="quantile", alpha=0.9, n_estimators=20, max_depth=3).fit(matrix, target),
+        GradientBoostingRegressor(loss="quantile", alpha=0.5, n_estimators=5, max_depth=4, learning_rate=0.3).fit(
+            matrix, target
+        ),
+    ]
     fresh = rng.random((300, 6))
-    np.testing.assert_allclose(_PackedTrees(model, matrix).predict(fresh), model.predict(fresh), atol=1e-12)
+    expected = np.column_stack([model.predict(fresh) for model in models])
+    np.testing.assert_allclose(_PackedTrees(models, matrix).predict(fresh), expected, atol=1e-12)
 
 
 def test_gbm_is_scale_free() -> None:
