@@ -8,6 +8,7 @@ error bands are computed on the real observations, never on filled values.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -64,7 +65,12 @@ def check_request(horizon: int, levels: Sequence[float]) -> tuple[float, ...]:
 
 def check_levels(levels: Sequence[float]) -> tuple[float, ...]:
     """Quantile levels as a tuple, or ValueError unless strictly increasing in (0, 1)."""
-    checked = tuple(float(level) for level in levels)
+    return _checked_levels(tuple(float(level) for level in levels))
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_levels(checked: tuple[float, ...]) -> tuple[float, ...]:
+    # Cached: every predict validates the same few level sets, once per step.
     if not checked:
         raise ValueError("levels must not be empty")
     if any(not 0.0 < level < 1.0 for level in checked):

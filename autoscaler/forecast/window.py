@@ -30,7 +30,7 @@ class RecentWindow:
 
     def ordered(self) -> FloatArray:
         """All values, oldest first (a copy)."""
-        return np.roll(self._buffer, -self._next)
+        return np.concatenate((self._buffer[self._next :], self._buffer[: self._next]))
 
     def nbytes(self) -> int:
         return int(self._buffer.nbytes)

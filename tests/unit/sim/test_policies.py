@@ -83,6 +83,18 @@ def test_holt_winters_recursion_reproduces_statsmodels() -> None:
     assert np.allclose(replay.forecast(season), model.forecast(season))
 
 
+def test_holt_winters_refit_from_the_previous_parameters_matches_a_cold_fit() -> None:
+    rng = np.random.default_rng(3)
+    season = 24
+    steps = np.arange(season * 7)
+    values = 50 + 0.05 * steps + 10 * np.sin(2 * np.pi * steps / season) + rng.normal(0, 1, steps.size)
+    previous = _AdditiveHoltWinters.fit(values[:-season], season)
+    warm = _AdditiveHoltWinters.fit(values, season, previous=previous)
+    cold = _AdditiveHoltWinters.fit(values, season)
+    assert (warm.alpha, warm.beta, warm.gamma) == pytest.approx((cold.alpha, cold.beta, cold.gamma), abs=1e-3)
+    assert np.allclose(warm.forecast(season), cold.forecast(season), rtol=1e-3)
+
+
 def test_reactive_policy_acts_on_the_previous_row_and_holds_scale_down() -> None:
     trace = Trace(
         timestamps=np.arange(10, dtype=np.float64) * 60,
