@@ -66,8 +66,19 @@ def _pods_per_node(text: str) -> int:
     return value
 
 
-def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags `backtest` and `simulate` share: the trace and the cluster model."""
+def add_trace_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, *, summary: str, description: str | None
+) -> argparse.ArgumentParser:
+    """A subcommand that replays a trace (`backtest`, `simulate`), with the flags they share."""
+    parser = subparsers.add_parser(
+        name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _add_trace_arguments(parser)
+    return parser
+
+
+def _add_trace_arguments(parser: argparse.ArgumentParser) -> None:
+    """The trace and the cluster model."""
     parser.add_argument("trace", type=Path, metavar="TRACE.csv", help="CSV with header timestamp,value")
     parser.add_argument("--step-seconds", type=_positive, required=True, help="the trace's step")
     parser.add_argument("--capacity", type=_positive, required=True, help="demand one replica serves")
@@ -81,13 +92,12 @@ def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_trace_command(
+        subparsers,
         "backtest",
-        help="replay a trace: ours vs reactive, Holt-Winters and an oracle",
+        summary="replay a trace: ours vs reactive, Holt-Winters and an oracle",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_trace_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="DECISIONS.csv", help="where to write decisions")
     parser.add_argument("--progress", action="store_true", help="show a progress bar even when not on a terminal")
     parser.add_argument("--jobs", type=int, default=1, help="processes for the baseline policies (default 1)")

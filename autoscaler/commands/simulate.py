@@ -11,7 +11,7 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-from autoscaler.commands.backtest import EXIT_USAGE, CommandError, add_trace_arguments, load_trace
+from autoscaler.commands.backtest import EXIT_USAGE, CommandError, add_trace_command, load_trace
 from autoscaler.sim.backtest import StepRecord, make_policy, run_policy
 
 
@@ -23,13 +23,12 @@ def _row(text: str) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_trace_command(
+        subparsers,
         "simulate",
-        help="print the planner's per-step decisions and reasons on a trace",
+        summary="print the planner's per-step decisions and reasons on a trace",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_trace_arguments(parser)
     parser.add_argument("--from", dest="first_row", type=_row, default=0, help="first data row to print (0-based)")
     parser.add_argument("--to", dest="last_row", type=_row, default=None, help="last data row to print (inclusive)")
 

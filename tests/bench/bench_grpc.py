@@ -38,8 +38,8 @@ from multiprocessing.connection import Connection
 
 import grpc
 
-from autoscaler.services.grpc_scaler import ScalerServiceSettings, TargetResolver, pb2, pb2_grpc
-from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
+from autoscaler.services.grpc_scaler import TargetResolver, pb2, pb2_grpc
+from tests.bench.common import GET_METRICS_COLUMNS, format_table, loopback_grpc_server, percentile, pin_to_cpu
 from tests.unit.services.fake_engine import FakeEngine, decision, key_and_spec, metadata, ready_targets, target_snapshot
 
 NAMESPACE = "bench"
@@ -76,12 +76,6 @@ def _cpu_seconds() -> float:
 
 
 # --- client process ---------------------------------------------------------------------
-
-
-def _pin(cpu: int | None) -> None:
-    """Pin this process to one CPU; a negative number leaves it to the scheduler."""
-    if cpu is not None and cpu >= 0 and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {cpu})
 
 
 async def _client(plan: ClientPlan) -> ClientResult:
@@ -131,7 +125,7 @@ async def _client(plan: ClientPlan) -> ClientResult:
 
 
 def _client_process(connection: Connection, plan: ClientPlan) -> None:
-    _pin(plan.cpu)
+    pin_to_cpu(plan.cpu)
     result = asyncio.run(_client(plan))
     connection.send((result.latencies.tobytes(), result.elapsed, result.errors, result.cpu_seconds_per_call))
     connection.close()
@@ -140,14 +134,7 @@ def _client_process(connection: Connection, plan: ClientPlan) -> None:
 # --- server side ------------------------------------------------------------------------
 
 
-def _percentile(values: Sequence[float], fraction: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def _measure(
+async def measure(
     server_port: int,
     refs: Sequence[tuple[str, dict[str, str]]],
     run: Run,
@@ -176,11 +163,11 @@ async def _measure(
         run.label,
         "-" if run.rate is None else f"{run.rate:,.0f}",
         f"{len(latencies) / elapsed:,.0f}",
-        f"{_percentile(latencies, 0.50) * ms:.2f}",
-        f"{_percentile(latencies, 0.99) * ms:.2f}",
+        f"{percentile(latencies, 0.50) * ms:.2f}",
+        f"{percentile(latencies, 0.99) * ms:.2f}",
         f"{max(latencies, default=float('nan')) * ms:.2f}",
-        f"{_percentile(handler, 0.50) * ms:.3f}",
-        f"{_percentile(handler, 0.99) * ms:.3f}",
+        f"{percentile(handler, 0.50) * ms:.3f}",
+        f"{percentile(handler, 0.99) * ms:.3f}",
         f"{server_cpu_per_call * 1e6:.0f}",
         f"{client_cpu_per_call * 1e6:.0f}",
         str(errors),
@@ -195,15 +182,10 @@ async def _serve_and_measure(args: argparse.Namespace, runs: Sequence[Run]) -> l
     def observe(method: str, code: grpc.StatusCode, seconds: float) -> None:
         handler_seconds.append(seconds)  # every call, so server CPU per call counts them all
 
-    server = GrpcServer(
-        engine,
-        GrpcServerSettings(host="127.0.0.1", port=0),
-        service_settings=ScalerServiceSettings(spec_cache_size=max(4096, 2 * args.targets)),
-        observer=observe,
-    )
+    server = loopback_grpc_server(engine, args.targets, observe)
     port = await server.start()
     try:
-        return [await _measure(port, refs, run, args, handler_seconds) for run in runs]
+        return [await measure(port, refs, run, args, handler_seconds) for run in runs]
     finally:
         await server.stop(None)
 
@@ -239,13 +221,6 @@ def memory_per_target(count: int, history_points: int) -> tuple[float, float]:
 # --- main -------------------------------------------------------------------------------
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
-    lines = [" | ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
-    lines.insert(1, "-+-".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--targets", type=int, default=1000)
@@ -260,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
 
-    _pin(args.server_cpu)
+    pin_to_cpu(args.server_cpu)
     runs = [Run(f"paced {rate:,.0f}/s", rate) for rate in args.rates] + [Run("saturated", None)]
     started = time.perf_counter()
     if args.uvloop:
@@ -278,20 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({os.cpu_count()} CPUs on the host; server pinned to {sorted(cpus)}; "
         f"server loop: {'uvloop' if args.uvloop else 'asyncio'})"
     )
-    header = [
-        "run",
-        "rate asked",
-        "calls/s",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "handler p50 ms",
-        "handler p99 ms",
-        "server CPU us/call",
-        "client CPU us/call",
-        "errors",
-    ]
-    print(_table(header, rows))
+    print(format_table(GET_METRICS_COLUMNS, rows))
     print(
         f"memory per target (spec, resolver entry, snapshot with {args.history_points} history points): "
         f"{total_bytes / 1024:,.1f} KiB, of which {(total_bytes - without_history) / 1024:,.1f} KiB history arrays; "

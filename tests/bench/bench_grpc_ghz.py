@@ -92,7 +92,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 rows.append((rate, result))
     finally:
         await server.stop(None)
-    print(f"GetMetrics, {args.targets} targets, {args.callers} callers on one connection, ghz {GHZ_VERSION}")
+    loop = "uvloop" if args.uvloop else "asyncio"
+    print(f"GetMetrics, {args.targets} targets, {args.callers} callers on one connection, ghz {GHZ_VERSION}, {loop}")
     print(f"{'offered/s':>10} {'achieved/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for rate, result in rows:
         print(f"{rate:>10} {result['rps']:>11.0f} {result['p50']:>8.2f} {result['p99']:>8.2f} {result['errors']:>7.0f}")
@@ -104,7 +105,14 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=64)
     parser.add_argument("--rates", type=int, nargs="*", default=[1000, 2000, 3000])
     parser.add_argument("--seconds", type=float, default=15.0)
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--uvloop", action="store_true", help="serve on uvloop's event loop")
+    args = parser.parse_args()
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(main_async(args))
+    else:
+        asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

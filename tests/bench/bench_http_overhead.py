@@ -26,11 +26,10 @@ import aiohttp
 import grpc
 from aiohttp import web
 
-from autoscaler.services.grpc_scaler import ScalerServiceSettings
-from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
 from autoscaler.services.http_api import create_http_app
 from autoscaler.services.telemetry import Telemetry
-from tests.bench.bench_grpc import NAMESPACE, Run, _measure, _percentile, _pin, _table
+from tests.bench.bench_grpc import NAMESPACE, Run, measure
+from tests.bench.common import GET_METRICS_COLUMNS, format_table, loopback_grpc_server, percentile, pin_to_cpu
 from tests.unit.services.fake_engine import FakeEngine, ready_targets
 from tests.unit.services.test_http_api import TRACE_METADATA, trace_target
 
@@ -68,7 +67,7 @@ async def _http_load(
 
 
 def _http_load_process(connection: Connection, cpu: int | None, *args: object) -> None:
-    _pin(cpu)
+    pin_to_cpu(cpu)
     result = asyncio.run(_http_load(*args))  # type: ignore[arg-type]
     connection.send(result)
     connection.close()
@@ -84,8 +83,8 @@ def _summary(kind: str, raw: bytes, seconds: float) -> list[str]:
     return [
         kind,
         f"{len(values) / seconds:,.1f}",
-        f"{_percentile(values, 0.5) * ms:.2f}",
-        f"{_percentile(values, 0.99) * ms:.2f}",
+        f"{percentile(values, 0.5) * ms:.2f}",
+        f"{percentile(values, 0.99) * ms:.2f}",
         f"{max(values, default=float('nan')) * ms:.2f}",
     ]
 
@@ -103,7 +102,7 @@ def _scrape_cost(engine: FakeEngine, repeats: int = 20) -> tuple[int, float, flo
         started = time.perf_counter()
         body = telemetry.render()
         cached.append(time.perf_counter() - started)
-    return len(body.encode()), _percentile(cold, 0.5) * 1000, _percentile(cached, 0.5) * 1000
+    return len(body.encode()), percentile(cold, 0.5) * 1000, percentile(cached, 0.5) * 1000
 
 
 async def _run(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str]]]:
@@ -122,12 +121,7 @@ async def _run(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str
         handler_seconds.append(seconds)
         telemetry.observe_grpc(method, code, seconds)
 
-    grpc_server = GrpcServer(
-        engine,
-        GrpcServerSettings(host="127.0.0.1", port=0),
-        service_settings=ScalerServiceSettings(spec_cache_size=max(4096, 2 * args.targets)),
-        observer=observe,
-    )
+    grpc_server = loopback_grpc_server(engine, args.targets, observe)
     grpc_port = await grpc_server.start()
     runner = web.AppRunner(create_http_app(engine, telemetry=telemetry), access_log=None)
     await runner.setup()
@@ -148,7 +142,7 @@ async def _run(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str
                 label = f"{'with HTTP' if with_http else 'gRPC only'} #{repeat + 1}"
                 run = Run(label, args.rate)
                 if not with_http:
-                    grpc_rows.append(await _measure(grpc_port, refs, run, args, handler_seconds))
+                    grpc_rows.append(await measure(grpc_port, refs, run, args, handler_seconds))
                     continue
                 receiver, sender = context.Pipe(duplex=False)
                 load_seconds = args.seconds + min(2.0, args.seconds / 4)
@@ -158,7 +152,7 @@ async def _run(args: argparse.Namespace) -> tuple[list[list[str]], list[list[str
                 )
                 process.start()
                 sender.close()
-                grpc_rows.append(await _measure(grpc_port, refs, run, args, handler_seconds))
+                grpc_rows.append(await measure(grpc_port, refs, run, args, handler_seconds))
                 result = await asyncio.get_running_loop().run_in_executor(None, receiver.recv)
                 process.join()
                 http_rows.extend(
@@ -188,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--http-cpu", type=int, default=1, help="-1: not pinned")
     args = parser.parse_args(argv)
 
-    _pin(args.server_cpu)
+    pin_to_cpu(args.server_cpu)
     started = time.perf_counter()
     grpc_rows, http_rows = asyncio.run(_run(args))
     print(
@@ -196,22 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.scrape_rate:g} scrapes/s and {args.api_rate:g} API reads/s "
         f"({os.cpu_count()} CPUs on the host; server on CPU {args.server_cpu}, clients on {args.client_cpu})"
     )
-    grpc_header = [
-        "run",
-        "rate asked",
-        "calls/s",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "handler p50 ms",
-        "handler p99 ms",
-        "server CPU us/call",
-        "client CPU us/call",
-        "errors",
-    ]
-    print(_table(grpc_header, grpc_rows))
+    print(format_table(GET_METRICS_COLUMNS, grpc_rows))
     print()
-    print(_table(["HTTP requests", "per s", "p50 ms", "p99 ms", "max ms"], http_rows))
+    print(format_table(["HTTP requests", "per s", "p50 ms", "p99 ms", "max ms"], http_rows))
     print(f"wall time {time.perf_counter() - started:.1f}s")
     return 0
 

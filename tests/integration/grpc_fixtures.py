@@ -1,4 +1,4 @@
-"""Test certificates for the gRPC server's TLS and mTLS: two CAs and their leaves."""
+"""Test certificates: two CAs and their leaves for the gRPC server's TLS and mTLS, and the pieces to issue others."""
 
 from __future__ import annotations
 
@@ -57,10 +57,11 @@ def _write(directory: Path, stem: str, certificate: x509.Certificate, key: ec.El
     key_file.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+    key_file.chmod(0o600)
     return Issued(cert_file, key_file)
 
 
-def _authority(directory: Path, stem: str, now: dt.datetime) -> Authority:
+def issue_authority(directory: Path, stem: str, now: dt.datetime) -> Authority:
     key = ec.generate_private_key(ec.SECP256R1())
     certificate = (
         x509.CertificateBuilder()
@@ -90,7 +91,7 @@ def _authority(directory: Path, stem: str, now: dt.datetime) -> Authority:
     return Authority(_write(directory, stem, certificate, key), certificate, key)
 
 
-def _leaf(
+def issue_leaf(
     directory: Path,
     stem: str,
     issuer: Authority,
@@ -120,17 +121,17 @@ def _leaf(
 
 def make_pki(directory: Path) -> Pki:
     now = dt.datetime.now(dt.UTC)
-    ca, other_ca = _authority(directory, "ca", now), _authority(directory, "other-ca", now)
+    ca, other_ca = issue_authority(directory, "ca", now), issue_authority(directory, "other-ca", now)
     valid = {"not_before": now - _DAY, "not_after": now + 10 * _DAY}
     server, client = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
     return Pki(
         ca=ca,
         other_ca=other_ca,
-        server=_leaf(directory, "server", ca, usage=server, **valid),
-        other_server=_leaf(directory, "other-server", other_ca, usage=server, **valid),
-        client=_leaf(directory, "client", ca, usage=client, **valid),
-        foreign_client=_leaf(directory, "foreign-client", other_ca, usage=client, **valid),
-        expired_client=_leaf(
+        server=issue_leaf(directory, "server", ca, usage=server, **valid),
+        other_server=issue_leaf(directory, "other-server", other_ca, usage=server, **valid),
+        client=issue_leaf(directory, "client", ca, usage=client, **valid),
+        foreign_client=issue_leaf(directory, "foreign-client", other_ca, usage=client, **valid),
+        expired_client=issue_leaf(
             directory, "expired-client", ca, usage=client, not_before=now - 10 * _DAY, not_after=now - _DAY
         ),
     )

@@ -27,9 +27,8 @@ from pathlib import Path
 import pytest
 
 from autoscaler.domain.snapshot import TargetSnapshot, TargetStatus
-from autoscaler.services.http_api import create_http_app
-from autoscaler.services.telemetry import Telemetry
-from tests.unit.services.test_http_api import TRACE_METADATA, engine_with_targets, serve, trace_target
+from tests.integration.http_fixtures import serve_trace_targets
+from tests.unit.services.test_http_api import TRACE_METADATA, trace_target
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "browser"
@@ -140,18 +139,7 @@ def warming() -> TargetSnapshot:
 
 @pytest.fixture
 async def base_url(chat: TargetSnapshot, warming: TargetSnapshot) -> AsyncIterator[str]:
-    engine = engine_with_targets(
-        chat,
-        warming,
-        trace_target(metadata={**TRACE_METADATA, "capacityPerReplica": "20"}),
-        trace_target(
-            namespace="web",
-            name="nasa",
-            trace="nasa_http_jul95.csv",
-            metadata={**TRACE_METADATA, "step": "1m", "leadTime": "3m", "historyWindow": "1d"},
-        ),
-    )
-    async with serve(create_http_app(engine, telemetry=Telemetry(engine))) as url:
+    async with serve_trace_targets(chat, warming) as url:
         yield url
 
 

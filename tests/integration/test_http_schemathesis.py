@@ -21,10 +21,9 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from autoscaler.domain.snapshot import TargetSnapshot
-from autoscaler.services.http_api import create_http_app
 from autoscaler.services.openapi import openapi_document
-from autoscaler.services.telemetry import Telemetry
-from tests.unit.services.test_http_api import TRACE_METADATA, engine_with_targets, serve, trace_target
+from tests.integration.http_fixtures import serve_trace_targets
+from tests.unit.services.test_http_api import trace_target
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "schemathesis"
@@ -37,17 +36,7 @@ def chat() -> TargetSnapshot:
 
 @pytest.fixture
 async def base_url(chat: TargetSnapshot) -> AsyncIterator[str]:
-    engine = engine_with_targets(
-        chat,
-        trace_target(metadata={**TRACE_METADATA, "capacityPerReplica": "20"}),
-        trace_target(
-            namespace="web",
-            name="nasa",
-            trace="nasa_http_jul95.csv",
-            metadata={**TRACE_METADATA, "step": "1m", "leadTime": "3m", "historyWindow": "1d"},
-        ),
-    )
-    async with serve(create_http_app(engine, telemetry=Telemetry(engine))) as url:
+    async with serve_trace_targets(chat) as url:
         yield url
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -31,6 +31,7 @@ from autoscaler.engine.engine import Engine, EngineSettings
 from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
 from autoscaler.services.http_api import create_http_app
 from autoscaler.services.telemetry import Telemetry
+from tests.loopback_http import serve_on_loopback
 
 TOKEN = "tok-3f9a1c77e2b54d0c"
 BASE = {"capacityPerReplica": "10", "step": "10s", "historyWindow": "1h", "leadTime": "10s"}
@@ -79,13 +80,7 @@ class Upstream:
         return web.json_response({"status": "success", "data": {"resultType": result_type, "result": []}})
 
     async def __aenter__(self) -> Upstream:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await serve_on_loopback(self._handle)
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -114,30 +109,21 @@ def canary_connections(listener: socket.socket) -> int:
         accepted += 1
 
 
-@pytest.fixture
-async def engine_on(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
-    endpoint: PrometheusEndpoint = request.param
-    engine = Engine(
+def engine_reading(endpoint: PrometheusEndpoint) -> Engine:
+    """A real engine with `endpoint` as its only source, no fit pool, ticking every 50 ms."""
+    return Engine(
         sources={"default": PrometheusClient(endpoint)},
         clock=SystemClock(),
         fit_executor=None,
         settings=EngineSettings(tick_seconds=0.05, warm_start_retry_seconds=0.2),
     )
-    await engine.start()
-    yield engine
-    await engine.stop()
 
 
 async def test_query_text_is_never_used_as_an_address(canary: socket.socket) -> None:
     canary_url = f"http://127.0.0.1:{canary.getsockname()[1]}/api/v1/query"
     hostile_queries = [canary_url, f"{canary_url}?x=1", f'up{{instance="{canary_url}"}}', f"@{canary_url}"]
     async with Upstream() as upstream:
-        engine = Engine(
-            sources={"default": PrometheusClient(PrometheusEndpoint(name="default", url=upstream.url, retries=0))},
-            clock=SystemClock(),
-            fit_executor=None,
-            settings=EngineSettings(tick_seconds=0.05, warm_start_retry_seconds=0.2),
-        )
+        engine = engine_reading(PrometheusEndpoint(name="default", url=upstream.url, retries=0))
         await engine.start()
         server = GrpcServer(engine, GrpcServerSettings(host="127.0.0.1", port=0))
         port = await server.start()
@@ -182,12 +168,7 @@ async def test_an_echoed_bearer_token_reaches_neither_the_api_nor_metrics(tmp_pa
         endpoint = PrometheusEndpoint(
             name="default", url=upstream.url, bearer_token_file=str(token_file), retries=0, backoff_seconds=0.0
         )
-        engine = Engine(
-            sources={"default": PrometheusClient(endpoint)},
-            clock=SystemClock(),
-            fit_executor=None,
-            settings=EngineSettings(tick_seconds=0.05, warm_start_retry_seconds=0.2),
-        )
+        engine = engine_reading(endpoint)
         await engine.start()
         runner = web.AppRunner(create_http_app(engine, telemetry=Telemetry(engine)), access_log=None)
         await runner.setup()

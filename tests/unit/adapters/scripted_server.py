@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.loopback_http import serve_on_loopback
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,7 @@ class ScriptedServer:
         self.script = script
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 0))
-        await web.SockSite(self._runner, listener).start()
-        self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        self._runner, self.url = await serve_on_loopback(self._handle)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -15,6 +15,7 @@ import pytest
 
 from autoscaler.domain.errors import SpecError
 from autoscaler.domain.snapshot import TargetStatus
+from autoscaler.domain.types import TargetKey
 from autoscaler.services.grpc_scaler import (
     KEDA_CONNECTION_KEYS,
     ScalerRpcError,
@@ -265,10 +266,25 @@ def metrics_request(object_ref: pb2.ScaledObjectRef, metric_name: str) -> pb2.Ge
     return pb2.GetMetricsRequest(scaledObjectRef=object_ref, metricName=metric_name)
 
 
+async def first_contact(served: Served, object_ref: pb2.ScaledObjectRef) -> pb2.GetMetricsRequest:
+    """GetMetricSpec, as KEDA calls it first; returns the GetMetrics request for the metric it names."""
+    metric_name = (await served.stub.GetMetricSpec(object_ref)).metricSpecs[0].metricName
+    return metrics_request(object_ref, metric_name)
+
+
+async def first_contact_then_ready(
+    served: Served, object_ref: pb2.ScaledObjectRef
+) -> tuple[pb2.GetMetricsRequest, TargetKey]:
+    """First contact, then the engine publishes a READY snapshot of the target."""
+    request = await first_contact(served, object_ref)
+    key, spec = key_and_spec("prod", "llm", dict(object_ref.scalerMetadata))
+    served.engine.publish(target_snapshot(key, spec))
+    return request, key
+
+
 async def test_a_target_warming_during_the_wait_is_answered(served: Served) -> None:
     object_ref = ref()
-    spec_response = await served.stub.GetMetricSpec(object_ref)
-    metric_name = spec_response.metricSpecs[0].metricName
+    request = await first_contact(served, object_ref)
     key, spec = key_and_spec("prod", "llm", dict(object_ref.scalerMetadata))
 
     async def finish_warming() -> None:
@@ -276,16 +292,15 @@ async def test_a_target_warming_during_the_wait_is_answered(served: Served) -> N
         served.engine.publish(target_snapshot(key, spec, plan=decision(replicas=6)))
 
     publisher = asyncio.create_task(finish_warming())
-    response = await served.stub.GetMetrics(metrics_request(object_ref, metric_name))
+    response = await served.stub.GetMetrics(request)
     await publisher
     assert response.metricValues[0].metricValue == 6
 
 
 async def test_a_target_still_warming_after_the_wait_is_unavailable(served: Served) -> None:
-    object_ref = ref()
-    metric_name = (await served.stub.GetMetricSpec(object_ref)).metricSpecs[0].metricName
+    request = await first_contact(served, ref())
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await served.stub.GetMetrics(metrics_request(object_ref, metric_name))
+        await served.stub.GetMetrics(request)
     assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
     assert "prod/llm" in (raised.value.details() or "")
     assert "warming up" in (raised.value.details() or "")
@@ -302,10 +317,8 @@ async def test_first_contact_through_get_metrics_registers(served: Served) -> No
 
 async def test_every_call_marks_contact_so_the_engine_keeps_the_target(served: Served) -> None:
     object_ref = ref()
-    metric_name = (await served.stub.GetMetricSpec(object_ref)).metricSpecs[0].metricName
-    key, spec = key_and_spec("prod", "llm", dict(object_ref.scalerMetadata))
-    served.engine.publish(target_snapshot(key, spec))
-    await served.stub.GetMetrics(metrics_request(object_ref, metric_name))
+    request, key = await first_contact_then_ready(served, object_ref)
+    await served.stub.GetMetrics(request)
     await served.stub.IsActive(object_ref)
     assert served.engine.registrations == [key, key, key]
 
@@ -345,10 +358,8 @@ async def test_an_engine_failure_is_internal_and_the_server_keeps_serving(
 
 async def test_observer_sees_every_call_with_its_code(served: Served) -> None:
     object_ref = ref()
-    metric_name = (await served.stub.GetMetricSpec(object_ref)).metricSpecs[0].metricName
-    key, spec = key_and_spec("prod", "llm", dict(object_ref.scalerMetadata))
-    served.engine.publish(target_snapshot(key, spec))
-    await served.stub.GetMetrics(metrics_request(object_ref, metric_name))
+    request, _key = await first_contact_then_ready(served, object_ref)
+    await served.stub.GetMetrics(request)
     with pytest.raises(grpc.aio.AioRpcError):
         await served.stub.GetMetrics(metrics_request(object_ref, "other"))
     assert served.calls == [
