@@ -192,7 +192,6 @@ class Engine:
             sample = await source.instant(spec.query, at=now)
         except Exception as error:
             self._record_source_error(runtime, "query", error)
-            self._mark_dirty(runtime)
             return
         previous = runtime.collected_until
         step = spec.step_seconds
@@ -238,6 +237,7 @@ class Engine:
         except Exception as error:  # fit_for falls back internally; this is the executor failing
             runtime.last_error = f"model refit failed: {error}"
             log.warning("refit failed", extra={"target": str(runtime.key), "error": str(error)})
+            self._mark_dirty(runtime)
             return
         finally:
             runtime.fit_task = None
@@ -282,6 +282,7 @@ class Engine:
         )
         if self._hooks.on_source_error:
             self._hooks.on_source_error(runtime.spec.prometheus, type(error).__name__)
+        self._mark_dirty(runtime)  # publish the cause: KEDA's UNAVAILABLE message and /api show it
 
     def _evict(self, runtime: TargetRuntime) -> None:
         log.info("target evicted after idle TTL", extra={"target": str(runtime.key)})

@@ -59,6 +59,8 @@ METRIC_TARGET = 1
 """AverageValue target per replica. Fixed: KEDA applies a changed target only when the
 ScaledObject itself changes, so the plan is carried by the value alone."""
 
+MAX_OBJECT_NAME = 253
+MAX_NAMESPACE_NAME = 63
 KEDA_CONNECTION_KEYS = frozenset({"scalerAddress", "enableTLS", "unsafeSsl"})
 """Trigger metadata that configures KEDA's own gRPC client. KEDA forwards the whole
 trigger metadata in scalerMetadata, so these arrive with every call; they are not part
@@ -229,6 +231,12 @@ class TargetResolver:
         if not namespace:
             raise ScalerRpcError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"ScaledObjectRef.namespace is empty (name {name!r})"
+            )
+        # Kubernetes' own limits: a longer name is no ScaledObject, only a way to grow our caches.
+        if len(name) > MAX_OBJECT_NAME or len(namespace) > MAX_NAMESPACE_NAME:
+            raise ScalerRpcError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"ScaledObjectRef name/namespace longer than {MAX_OBJECT_NAME}/{MAX_NAMESPACE_NAME} characters",
             )
         # Deterministic serialisation orders the map: one C call instead of hashing its items.
         cache_key = ref.SerializeToString(deterministic=True)

@@ -17,6 +17,7 @@ from autoscaler.domain.types import FloatArray
 
 HEADER = "timestamp,value"
 MAX_ROWS = 2_000_000
+MAX_LINE_CHARS = 256  # a timestamp, a comma and a number: anything longer is not a trace row
 STEP_TOLERANCE = 1e-6
 
 
@@ -53,6 +54,8 @@ def parse_trace(
     header_seen = False
     step = step_seconds
     for line_number, raw in enumerate(lines, start=1):
+        if len(raw) > MAX_LINE_CHARS:
+            raise TraceError(line_number, f"line longer than {MAX_LINE_CHARS} characters")
         line = raw.strip().lstrip("\ufeff")
         if not header_seen:
             if line.replace(" ", "") != HEADER:

@@ -117,12 +117,11 @@ def test_arbitrary_get_metrics_requests_get_a_precise_status(
     status_of(stub.GetMetrics, request)
 
 
-# The name and namespace have no length check of their own (docs/reliability.md, gaps):
-# only the message limit bounds them, so a 10,000-character name is served.
+# Names beyond Kubernetes' limits (253 characters, 63 for a namespace) are refused.
 @pytest.mark.parametrize(
     ("ref", "expected"),
     [
-        (pb2.ScaledObjectRef(name="n" * 10_000, namespace="llm", scalerMetadata=BASE_METADATA), "OK"),
+        (pb2.ScaledObjectRef(name="n" * 10_000, namespace="llm", scalerMetadata=BASE_METADATA), "INVALID_ARGUMENT"),
         (
             pb2.ScaledObjectRef(name="chat", namespace="llm", scalerMetadata={"query": "x" * (MAX_METADATA_VALUE + 1)}),
             "INVALID_ARGUMENT",

@@ -383,3 +383,12 @@ async def test_a_failing_observer_does_not_fail_the_call(caplog: pytest.LogCaptu
         assert "telemetry down" in caplog.text
     finally:
         await server.stop(None)
+
+
+@pytest.mark.parametrize(("namespace", "name"), [("ns", "n" * 254), ("n" * 64, "so")])
+def test_names_beyond_kubernetes_limits_are_invalid(namespace: str, name: str) -> None:
+    ref = pb2.ScaledObjectRef(name=name, namespace=namespace, scalerMetadata={"query": "up", "capacityPerReplica": "1"})
+    with pytest.raises(ScalerRpcError) as caught:
+        TargetResolver(capacity=8).resolve(ref)
+    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "longer than 253/63" in str(caught.value)

@@ -38,6 +38,7 @@ ERRORS = [
     ("step differs from flag", "timestamp,value\n0,1\n60,2\n", {"step_seconds": 30.0}, 3, "the step is 30s"),
     ("too many rows", "timestamp,value\n0,1\n60,2\n120,3\n", {"max_rows": 2}, 4, "more than 2 rows"),
     ("single row without step", "timestamp,value\n0,1\n", {}, None, "one row only"),
+    ("line too long", "timestamp,value\n0," + "1" * 300 + "\n", {}, 2, "longer than 256 characters"),
 ]
 
 
