@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Build (or reuse from cache) every binary the e2e harness needs, printing how
 # long each component took. Usage: tests/harness/build_all.sh [component...]
-# Components: etcd kwok kubernetes helm (default: all, in that order).
+# Components: etcd kwok kubernetes helm keda (default: all, in that order).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "${HERE}/lib.sh"
 
 components=("$@")
-((${#components[@]})) || components=(etcd kwok kubernetes helm)
+((${#components[@]})) || components=(etcd kwok kubernetes helm keda)
 
 declare -A took
 total_start=${SECONDS}
