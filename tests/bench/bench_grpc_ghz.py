@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true", help="serve on uvloop's event loop")
     args = parser.parse_args()
     if args.uvloop:
-        import uvloop
+        import uvloop  # noqa: PLC0415  (optional: only for this comparison, not a dependency)
 
         uvloop.run(main_async(args))
     else:
