@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,28 +32,17 @@ from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot, TargetSta
 from autoscaler.domain.spec import parse_spec, target_key
 from autoscaler.domain.types import Decision, TargetKey
 from autoscaler.engine.actuation import ActuationLoop, start_actuation
+from tests.e2e.waiting import wait_for
 from tests.harness.cluster import GPU_RESOURCE, ControlPlane, FakeNodeSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-T = TypeVar("T")
 SERVING_IMAGE = "registry.invalid/pa-e2e/inference:1"  # never pulled: kwok runs no containers
 GPUS_PER_NODE = 4
 GPUS_PER_SERVING_POD = 2
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}")
 
 
 class FakeEngineView:

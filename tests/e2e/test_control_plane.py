@@ -8,15 +8,17 @@ preemption by the real scheduler.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.e2e import waiting
 from tests.harness.cluster import (
     GPU_RESOURCE,
     POD_READY_DELAY_ANNOTATION,
@@ -25,20 +27,9 @@ from tests.harness.cluster import (
     load_versions,
 )
 
-T = TypeVar("T")
+wait_for = functools.partial(waiting.wait_for, timeout_s=90.0, interval_s=0.5)  # pods start in seconds
 
 FAKE_IMAGE = "registry.invalid/pa-e2e/fake-inference:1"  # never pulled: kwok runs no containers
-
-
-def wait_for(what: str, fn: Callable[[], T | None], timeout_s: float = 90.0, interval_s: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout_s
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last value: {last!r}")
 
 
 @pytest.fixture(scope="module")

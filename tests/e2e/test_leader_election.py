@@ -9,6 +9,7 @@ leader's last possible write came before the new leader's first.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -18,20 +19,22 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from autoscaler.adapters.leader import LeaseSettings
+from tests.e2e import waiting
 from tests.harness.cluster import ControlPlane
+
+wait_for = functools.partial(waiting.wait_for, interval_s=0.05)  # elections move in tenths of a second
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
-T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LEASE = {"lease_duration_seconds": 3, "renew_deadline_seconds": 2.0, "retry_period_seconds": 0.5}
 BOUND = LeaseSettings(namespace="-", identity="-", **LEASE).failover_bound_seconds  # type: ignore[arg-type]
@@ -96,17 +99,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}")
 
 
 class Daemon:
