@@ -14,15 +14,19 @@ The process logs stay in pytest's temporary directory
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kubernetes import client
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(_REPO_ROOT) not in sys.path:  # make `tests.harness` importable however pytest was started
     sys.path.insert(0, str(_REPO_ROOT))
 
+from tests.e2e.waiting import exists, wait_for  # noqa: E402
 from tests.harness.cluster import (  # noqa: E402
     BuildError,
     ControlPlane,
@@ -66,3 +70,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             lines.append(f"--- {name} (last lines) ---\n{tail[-1500:]}")
         report.sections.append(("control plane", "\n".join(lines)))  # type: ignore[attr-defined]
     return report
+
+
+@pytest.fixture(scope="module")
+def api(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
+    with control_plane.api_client() as api_client:
+        yield api_client
+
+
+@pytest.fixture
+def namespace(api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace, deleted afterwards; pods are admitted only once its default ServiceAccount exists."""
+    core: Any = client.CoreV1Api(api)
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    wait_for(
+        f"ServiceAccount {name}/default", lambda: exists(lambda: core.read_namespaced_service_account("default", name))
+    )
+    yield name
+    core.delete_namespace(name)

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from autoscaler import settings as daemon_settings
 from autoscaler.adapters.kube import (
@@ -32,7 +31,7 @@ from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot, TargetSta
 from autoscaler.domain.spec import parse_spec, target_key
 from autoscaler.domain.types import Decision, TargetKey
 from autoscaler.engine.actuation import ActuationLoop, start_actuation
-from tests.e2e.waiting import wait_for
+from tests.e2e.waiting import exists, wait_for
 from tests.harness.cluster import GPU_RESOURCE, ControlPlane, FakeNodeSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -125,34 +124,6 @@ def target(
 
 def publish(view: FakeEngineView, *targets: TargetSnapshot) -> None:
     view.publish({t.key: t for t in targets})
-
-
-@pytest.fixture(scope="module")
-def api(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
-    with control_plane.api_client() as api_client:
-        yield api_client
-
-
-@pytest.fixture
-def namespace(api: client.ApiClient) -> Iterator[str]:
-    core: Any = client.CoreV1Api(api)
-    name = f"buffer-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": name}})
-    wait_for(
-        f"ServiceAccount {name}/default", lambda: _exists(lambda: core.read_namespaced_service_account("default", name))
-    )
-    yield name
-    core.delete_namespace(name)
-
-
-def _exists(read: Callable[[], object]) -> bool:
-    try:
-        read()
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
 
 
 @pytest.fixture
@@ -418,7 +389,7 @@ async def test_shadow_mode_and_standby_replicas_write_nothing(
     [intent] = (await standby.reconcile(view.snapshot())).values()
     assert (intent.replicas, intent.result) == (3, "not_leader")
 
-    assert not _exists(lambda: apps.read_namespaced_deployment(placeholder_name(workload), namespace))
+    assert not exists(lambda: apps.read_namespaced_deployment(placeholder_name(workload), namespace))
 
 
 async def test_targets_group_by_workload_and_released_groups_scale_to_zero(
@@ -486,7 +457,7 @@ async def test_daemon_wiring_elects_writes_and_releases_on_stop(
     try:
 
         def placeholder_replicas() -> int | None:
-            if not _exists(lambda: apps.read_namespaced_deployment(placeholder_name(workload), namespace)):
+            if not exists(lambda: apps.read_namespaced_deployment(placeholder_name(workload), namespace)):
                 return None
             return int(apps.read_namespaced_deployment(placeholder_name(workload), namespace).spec.replicas) or None
 
@@ -575,7 +546,7 @@ def capacity_buffer_api(api: client.ApiClient) -> Iterator[None]:
     extensions.delete_custom_resource_definition(name)
     wait_for(
         "the CapacityBuffer CRD to be removed",
-        lambda: not _exists(lambda: extensions.read_custom_resource_definition(name)),
+        lambda: not exists(lambda: extensions.read_custom_resource_definition(name)),
     )
 
 
@@ -610,4 +581,4 @@ def test_capacity_buffer_is_discovered_and_driven(
         "provisioningStrategy": "buffer.x-k8s.io/active-capacity",
     }
     # No placeholder pods in this mode: the cluster autoscaler keeps the room itself.
-    assert not _exists(lambda: apps.read_namespaced_deployment(placeholder_name(workload), namespace))
+    assert not exists(lambda: apps.read_namespaced_deployment(placeholder_name(workload), namespace))

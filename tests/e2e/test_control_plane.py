@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import functools
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -30,33 +27,6 @@ from tests.harness.cluster import (
 wait_for = functools.partial(waiting.wait_for, timeout_s=90.0, interval_s=0.5)  # pods start in seconds
 
 FAKE_IMAGE = "registry.invalid/pa-e2e/fake-inference:1"  # never pulled: kwok runs no containers
-
-
-@pytest.fixture(scope="module")
-def api(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
-    with control_plane.api_client() as api_client:
-        yield api_client
-
-
-@pytest.fixture
-def namespace(api: client.ApiClient) -> Iterator[str]:
-    core: Any = client.CoreV1Api(api)
-    name = f"smoke-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": name}})
-    # Pods are only admitted once the namespace's default ServiceAccount exists.
-    wait_for(f"serviceaccount {name}/default", lambda: _sa_exists(core, name), timeout_s=60)
-    yield name
-    core.delete_namespace(name)
-
-
-def _sa_exists(core: Any, ns: str) -> bool:
-    try:
-        core.read_namespaced_service_account("default", ns)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
 
 
 def _gpu_container(gpus: int = 1) -> dict[str, Any]:

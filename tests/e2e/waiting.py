@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from kubernetes.client.exceptions import ApiException
+
 T = TypeVar("T")
 
 
@@ -19,3 +21,14 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 60.0, 
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}")
+
+
+def exists(read: Callable[[], object]) -> bool:
+    """Whether a read of one object finds it: False on 404, any other API error raises."""
+    try:
+        read()
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
