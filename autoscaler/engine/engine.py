@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from autoscaler.adapters.clock import Clock
-from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot
+from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot, TargetStatus
 from autoscaler.domain.spec import ScalerSpec, metric_name_for
 from autoscaler.domain.types import TargetKey
 from autoscaler.engine.api import UnknownEndpointError
@@ -105,7 +105,7 @@ class Engine:
         deadline = time.monotonic() + timeout
         while True:
             snapshot = self._snapshot.get(key)
-            if snapshot is not None and snapshot.decision is not None:
+            if snapshot is not None and snapshot.status is not TargetStatus.WARMING:
                 return snapshot
             remaining = deadline - time.monotonic()
             if remaining <= 0:
