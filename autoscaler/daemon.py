@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import signal
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from aiohttp import web
 from autoscaler.adapters.clock import Clock, SystemClock
 from autoscaler.adapters.prometheus import PrometheusClient
 from autoscaler.domain.spec import parse_spec, target_key
+from autoscaler.engine import fit_pool
 from autoscaler.engine.actuation import ActuationHandle, start_actuation
 from autoscaler.engine.engine import Engine, EngineHooks, EngineSettings
 from autoscaler.engine.sources import MetricSource
@@ -47,9 +47,8 @@ class Listening:
 def _fit_executor(settings: Settings) -> Executor | None:
     if not settings.engine.fit_in_process:
         return None  # the event loop's default thread pool
-    # forkserver: a fork of a process holding gRPC threads is unsafe.
-    context = multiprocessing.get_context("forkserver")
-    return ProcessPoolExecutor(max_workers=settings.engine.fit_workers, mp_context=context)
+    # Called on the event-loop thread, which also submits every fit: see fit_pool.
+    return fit_pool.FitPool(max_workers=settings.engine.fit_workers)
 
 
 def _hooks() -> EngineHooks:
@@ -137,7 +136,8 @@ def _grpc_server_settings(grpc: GrpcSettings) -> GrpcServerSettings:
     if grpc.tls_cert_file and grpc.tls_key_file:
         client_ca = Path(grpc.client_ca_file) if grpc.client_ca_file else None
         tls = TlsSettings(Path(grpc.tls_cert_file), Path(grpc.tls_key_file), client_ca)
-    return GrpcServerSettings(host=grpc.host, port=grpc.port, tls=tls)
+    implementation = "grpcio" if grpc.server == "grpcio" else "builtin"  # validated by load_settings
+    return GrpcServerSettings(host=grpc.host, port=grpc.port, tls=tls, implementation=implementation)
 
 
 async def _start_actuation(settings: Settings, engine: Engine) -> ActuationHandle | None:

@@ -34,6 +34,7 @@ class GrpcSettings:
     tls_key_file: str | None = None
     client_ca_file: str | None = None
     warming_wait_seconds: float = 2.0
+    server: str = "builtin"  # builtin (the lean HTTP/2 server) | grpcio (grpc.aio)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,7 @@ def _apply_environment(settings: Settings, environ: Mapping[str, str]) -> Settin
     mapping = {
         "PA_PROMETHEUS_URL": "prometheus_url",
         "PA_GRPC_PORT": "grpc_port",
+        "PA_GRPC_SERVER": "grpc_server",
         "PA_HTTP_PORT": "http_port",
         "PA_LOG_LEVEL": "log_level",
         "PA_LOG_FORMAT": "log_format",
@@ -211,11 +213,13 @@ def _apply_environment(settings: Settings, environ: Mapping[str, str]) -> Settin
 _SECTION_OVERRIDES = {
     "grpc_port": ("grpc", "port"),
     "grpc_host": ("grpc", "host"),
+    "grpc_server": ("grpc", "server"),
     "http_port": ("http", "port"),
     "http_host": ("http", "host"),
     "lease_namespace": ("leader_election", "namespace"),
 }
 ACTUATOR_MODES = ("off", "placeholders", "capacitybuffer", "auto")
+GRPC_SERVERS = ("builtin", "grpcio")
 
 
 def _apply_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
@@ -246,6 +250,8 @@ def _apply_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settin
         raise ConfigError("grpc.tlsCertFile and grpc.tlsKeyFile must be set together")
     if grpc.client_ca_file and not grpc.tls_cert_file:
         raise ConfigError("grpc.clientCaFile (mTLS) needs grpc.tlsCertFile and grpc.tlsKeyFile")
+    if grpc.server not in GRPC_SERVERS:
+        raise ConfigError(f"grpc.server: {grpc.server!r} is not one of {', '.join(GRPC_SERVERS)}")
     if settings.actuator.mode not in ACTUATOR_MODES:
         modes = ", ".join(ACTUATOR_MODES)
         raise ConfigError(f"actuator.mode: {settings.actuator.mode!r} is not one of {modes}")

@@ -377,14 +377,70 @@ def buffer_object(group: PlaceholderGroup, *, replicas: int, version: str) -> di
     )  # fmt: skip
 
 
+# Maps whose values are quantities: the API server rewrites them in canonical form
+# ("1000000000" comes back as "1G", "2048Mi" as "2Gi").
+_QUANTITY_MAPS = frozenset({"requests", "limits"})
+
+
+def _same_quantity(current: object, desired: object) -> bool:
+    try:
+        return _parse_quantity(current) == _parse_quantity(desired)
+    except (ValueError, TypeError):
+        return current == desired
+
+
+def _covers(current: Any, desired: Any, *, amounts: bool = False) -> bool:
+    """True when `current` already holds every value `desired` sets.
+
+    This is what a forced server-side apply of `desired` would leave unchanged: fields
+    the API server adds (defaults such as dnsPolicy or terminationMessagePath) and
+    fields other managers own are extra and ignored; empty values count as absent
+    because the server drops them; lists of named items (containers, env, volumes)
+    merge by name, other lists are replaced whole, so they must match item by item.
+    `amounts` marks `desired` as a requests or limits map, compared by quantity.
+    """
+    if desired is None or (isinstance(desired, Mapping | list | str) and not desired):
+        return True
+    if isinstance(desired, Mapping):
+        if current is None:
+            current = {}
+        if not isinstance(current, Mapping):
+            return False
+        if amounts:
+            return all(_same_quantity(current.get(key), value) for key, value in desired.items())
+        return all(_covers(current.get(key), value, amounts=key in _QUANTITY_MAPS) for key, value in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(current, list):
+            return False
+        if all(isinstance(item, Mapping) and "name" in item for item in desired):
+            found = {item.get("name"): item for item in current if isinstance(item, Mapping)}
+            return all(_covers(found.get(item["name"]), item) for item in desired)
+        return len(current) == len(desired) and all(_covers(c, d) for c, d in zip(current, desired, strict=True))
+    # bool is an int in Python, but `true` is no `1` to the API server.
+    return isinstance(current, bool) is isinstance(desired, bool) and bool(current == desired)
+
+
 def matches(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """True when `current` already is what `desired` asks: same owned spec and replicas."""
+    """True when `current` already is what `desired` asks: same owned spec and replicas.
+
+    For a placeholder Deployment every field of the desired spec (pod template,
+    selector, strategy) and metadata is compared by value, so an edit that keeps the
+    spec-hash annotation and replicas is still seen; for other kinds the spec-hash
+    annotation stands for the spec.
+    """
     current_annotations = (current.get("metadata") or {}).get("annotations") or {}
-    return bool(
+    if not (
         current_annotations.get(SPEC_HASH_ANNOTATION) == desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
         and (current.get("spec") or {}).get("replicas") == desired["spec"]["replicas"]
         and current.get("apiVersion", desired["apiVersion"]) == desired["apiVersion"]
-    )
+    ):
+        return False
+    if desired.get("kind") != "Deployment":
+        return True
+    current_metadata = current.get("metadata") or {}
+    return all(
+        _covers(current_metadata.get(key), desired["metadata"].get(key)) for key in ("labels", "annotations")
+    ) and _covers(current.get("spec"), desired["spec"])
 
 
 # ----------------------------------------------------------------------------- calls

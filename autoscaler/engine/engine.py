@@ -22,6 +22,7 @@ import contextlib
 import logging
 import math
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from autoscaler.domain.types import TargetKey
 from autoscaler.engine.api import UnknownEndpointError
 from autoscaler.engine.runtime import TargetRuntime, build_target_snapshot
 from autoscaler.engine.sources import MetricSource
+from autoscaler.engine.turns import Turns
 from autoscaler.planner.pipeline import fit_for
 
 log = logging.getLogger("autoscaler.engine")
@@ -78,6 +80,7 @@ class Engine:
         self._published = asyncio.Event()
         self._wake_publisher = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
+        self._turns = Turns()
         self._stopping = False
 
     # ---- EngineView -------------------------------------------------------------
@@ -152,11 +155,12 @@ class Engine:
             if not runtime.warm:
                 await self._clock.sleep(self._settings.warm_start_retry_seconds)
         step = runtime.spec.step_seconds
+        phase = collection_phase(runtime.key, step)
         while True:
             now = self._clock.now()
-            next_step = (math.floor(now / step) + 1) * step
-            await self._clock.sleep(next_step - now)
-            await self._collect(runtime, source, self._clock.now())
+            next_step = (math.floor((now - phase) / step) + 1) * step
+            await self._clock.sleep(next_step + phase - now)
+            await self._collect(runtime, source, next_step)
             if self._clock.now() - runtime.last_contact > self._settings.idle_target_ttl_seconds:
                 self._evict(runtime)
                 return
@@ -175,7 +179,8 @@ class Engine:
         except Exception as error:  # an adapter error of any kind: record, retry later
             self._record_source_error(runtime, "warm-start", error)
             return
-        _observe_all(runtime, points)
+        async with self._turns.turn():
+            _observe_all(runtime, points)
         runtime.collected_until = end
         runtime.warm = True
         log.info(
@@ -201,17 +206,18 @@ class Engine:
             since = (math.floor(previous / step) + 1) * step
             await self._backfill(runtime, source, since=since, until=math.floor(now / step) * step)
         runtime.collected_until = now
-        if sample is None:
-            runtime.last_error = f"query returned no data at {now:.0f}"
-        else:
-            started = time.perf_counter()
-            runtime.observe(sample.timestamp, sample.value)
-            runtime.last_update_seconds = time.perf_counter() - started
-            if self._hooks.on_update:
-                self._hooks.on_update(runtime.last_update_seconds)
-            runtime.last_error = None
-        self._schedule_refit(runtime, now)
-        self._decide(runtime, now)
+        async with self._turns.turn():
+            if sample is None:
+                runtime.last_error = f"query returned no data at {now:.0f}"
+            else:
+                started = time.perf_counter()
+                runtime.observe(sample.timestamp, sample.value)
+                runtime.last_update_seconds = time.perf_counter() - started
+                if self._hooks.on_update:
+                    self._hooks.on_update(runtime.last_update_seconds)
+                runtime.last_error = None
+            self._schedule_refit(runtime, now)
+            self._decide(runtime, now)
 
     async def _backfill(self, runtime: TargetRuntime, source: MetricSource, *, since: float, until: float) -> None:
         spec = runtime.spec
@@ -220,7 +226,8 @@ class Engine:
         except Exception as error:
             self._record_source_error(runtime, "backfill", error)
             return
-        filled = _observe_all(runtime, [point for point in points if point[0] < until])
+        async with self._turns.turn():
+            filled = _observe_all(runtime, [point for point in points if point[0] < until])
         log.info("backfilled missed steps", extra={"target": str(runtime.key), "points": filled, "since": since})
 
     def _schedule_refit(self, runtime: TargetRuntime, now: float) -> None:
@@ -319,6 +326,16 @@ class Engine:
         )
         published, self._published = self._published, asyncio.Event()
         published.set()
+
+
+def collection_phase(key: TargetKey, step_seconds: float) -> float:
+    """Seconds after each step boundary at which this target collects (the step's own sample).
+
+    Spread over the first fifth of the step (at most 10 s), so thousands of targets do
+    not all wake at one instant; fixed per target, so its collections stay a step apart.
+    """
+    spread = min(0.2 * step_seconds, 10.0)
+    return zlib.crc32(str(key).encode()) / 2**32 * spread
 
 
 def _observe_all(runtime: TargetRuntime, points: list[tuple[float, float]]) -> int:

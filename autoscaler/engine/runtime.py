@@ -88,4 +88,3 @@ def build_target_snapshot(
         last_update_seconds=runtime.last_update_seconds,
         prometheus_errors=runtime.source_errors,
     )
-

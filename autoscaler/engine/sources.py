@@ -18,9 +18,7 @@ class MetricSource(Protocol):
         """The query's single value at `at`, or None when there is no data."""
         ...
 
-    async def range(
-        self, query: str, *, start: float, end: float, step_seconds: float
-    ) -> list[tuple[float, float]]:
+    async def range(self, query: str, *, start: float, end: float, step_seconds: float) -> list[tuple[float, float]]:
         """(timestamp, value) pairs over [start, end] on the step grid; gaps are absent."""
         ...
 

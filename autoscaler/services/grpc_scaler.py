@@ -11,16 +11,15 @@ docs/grpc.md describes the field mapping, the activity rule and every error code
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from autoscaler import protogen
 from autoscaler.domain.errors import SpecError
@@ -28,6 +27,7 @@ from autoscaler.domain.snapshot import TargetSnapshot, TargetStatus
 from autoscaler.domain.spec import KEYS, ScalerSpec, metric_name_for, parse_spec, target_key
 from autoscaler.domain.types import FloatArray, TargetKey
 from autoscaler.engine.api import EngineView, UnknownEndpointError
+from autoscaler.services.rpc import RpcError, RpcMethod, Writer
 
 protogen.ensure_generated()
 from autoscaler._generated import externalscaler_pb2 as pb2  # noqa: E402
@@ -38,12 +38,9 @@ __all__ = [
     "METRIC_TARGET",
     "SERVICE_NAME",
     "ExternalScalerService",
-    "RequestObserver",
     "ResolvedTarget",
-    "ScalerRpcError",
     "ScalerServiceSettings",
     "TargetResolver",
-    "add_to_server",
     "is_active",
     "latest_value",
     "pb2",  # the generated messages, for callers that must not import them before generation
@@ -67,15 +64,8 @@ trigger metadata in scalerMetadata, so these arrive with every call; they are no
 of the target's identity or configuration."""
 
 _FROM_ENV = "FromEnv"
+_Answer = TypeVar("_Answer")
 _SPEC_KEYS = frozenset(key.name for key in KEYS)
-
-RequestObserver = Callable[[str, grpc.StatusCode, float], None]
-"""Called once per finished RPC with (method, status code, seconds); for telemetry.
-For StreamIsActive the seconds are the stream's lifetime."""
-
-_log = logging.getLogger(__name__)
-_Request = TypeVar("_Request")
-_Response = TypeVar("_Response")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +76,6 @@ class ScalerServiceSettings:
     """StreamIsActive repeats an unchanged answer this often, so dead streams surface."""
     spec_cache_size: int = 4096
     """Parsed scalerMetadata kept per (namespace, name, metadata); least recently used go first."""
-
-
-class ScalerRpcError(Exception):
-    """Ends an RPC with a status code and a message meant for the ScaledObject's owner."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(slots=True, eq=False)
@@ -227,14 +208,12 @@ class TargetResolver:
     def resolve(self, ref: pb2.ScaledObjectRef) -> ResolvedTarget:
         namespace, name = ref.namespace, ref.name
         if not name:
-            raise ScalerRpcError(grpc.StatusCode.INVALID_ARGUMENT, "ScaledObjectRef.name is empty")
+            raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, "ScaledObjectRef.name is empty")
         if not namespace:
-            raise ScalerRpcError(
-                grpc.StatusCode.INVALID_ARGUMENT, f"ScaledObjectRef.namespace is empty (name {name!r})"
-            )
+            raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, f"ScaledObjectRef.namespace is empty (name {name!r})")
         # Kubernetes' own limits: a longer name is no ScaledObject, only a way to grow our caches.
         if len(name) > MAX_OBJECT_NAME or len(namespace) > MAX_NAMESPACE_NAME:
-            raise ScalerRpcError(
+            raise RpcError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"ScaledObjectRef name/namespace longer than {MAX_OBJECT_NAME}/{MAX_NAMESPACE_NAME} characters",
             )
@@ -249,7 +228,7 @@ class TargetResolver:
         else:
             self._cache.move_to_end(cache_key)
         if isinstance(entry, str):
-            raise ScalerRpcError(grpc.StatusCode.INVALID_ARGUMENT, entry)
+            raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, entry)
         return entry
 
     @staticmethod
@@ -263,15 +242,14 @@ class TargetResolver:
         return ResolvedTarget(key=key, spec=spec, metric_name=metric_name_for(key, spec))
 
 
-class ExternalScalerService(pb2_grpc.ExternalScalerServicer):
-    """grpc.aio servicer for KEDA's ExternalScaler over an `EngineView`."""
+class ExternalScalerService:
+    """KEDA's ExternalScaler over an `EngineView`, as methods either gRPC server can carry."""
 
     def __init__(
         self,
         engine: EngineView,
         *,
         settings: ScalerServiceSettings | None = None,
-        observer: RequestObserver | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         """`clock` must read the engine's clock (which dates the samples), e.g. `Clock.now`.
@@ -281,38 +259,23 @@ class ExternalScalerService(pb2_grpc.ExternalScalerServicer):
         """
         self._engine = engine
         self._settings = settings or ScalerServiceSettings()
-        self._observer = observer
         self._clock = clock
         self._resolver = TargetResolver(self._settings.spec_cache_size)
 
-    # --- RPCs -------------------------------------------------------------------------
+    def methods(self) -> list[RpcMethod]:
+        def method(name: str, request_type: type[Message], **handler: object) -> RpcMethod:
+            return RpcMethod(SERVICE_NAME, name, request_type, observed=True, **handler)  # type: ignore[arg-type]
 
-    async def GetMetricSpec(  # noqa: N802  (the RPC's name)
-        self, request: pb2.ScaledObjectRef, context: grpc.aio.ServicerContext[object, object]
-    ) -> pb2.GetMetricSpecResponse:
-        return await self._observed("GetMetricSpec", self._get_metric_spec, request, context)
+        return [
+            method("GetMetricSpec", pb2.ScaledObjectRef, unary=self.get_metric_spec),
+            method("GetMetrics", pb2.GetMetricsRequest, unary=self.get_metrics),
+            method("IsActive", pb2.ScaledObjectRef, unary=self.is_active),
+            method("StreamIsActive", pb2.ScaledObjectRef, server_stream=self.stream_is_active),
+        ]
 
-    async def GetMetrics(  # noqa: N802
-        self, request: pb2.GetMetricsRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> pb2.GetMetricsResponse:
-        return await self._observed("GetMetrics", self._get_metrics, request, context)
+    # --- RPCs: each answers at once, or returns an awaitable when a target is warming ------
 
-    async def IsActive(  # noqa: N802
-        self, request: pb2.ScaledObjectRef, context: grpc.aio.ServicerContext[object, object]
-    ) -> pb2.IsActiveResponse:
-        return await self._observed("IsActive", self._is_active, request, context)
-
-    async def StreamIsActive(  # noqa: N802  (a reader/writer stream handler: it writes to context)
-        self, request: pb2.ScaledObjectRef, context: grpc.aio.ServicerContext[object, object]
-    ) -> None:
-        async def stream(ref: pb2.ScaledObjectRef) -> None:
-            await self._stream_is_active(ref, context)
-
-        await self._observed("StreamIsActive", stream, request, context)
-
-    # --- handlers ---------------------------------------------------------------------
-
-    async def _get_metric_spec(self, ref: pb2.ScaledObjectRef) -> pb2.GetMetricSpecResponse:
+    def get_metric_spec(self, ref: pb2.ScaledObjectRef) -> pb2.GetMetricSpecResponse:
         target = self._resolver.resolve(ref)
         self._register(target)
         spec = pb2.MetricSpec(
@@ -320,29 +283,25 @@ class ExternalScalerService(pb2_grpc.ExternalScalerServicer):
         )
         return pb2.GetMetricSpecResponse(metricSpecs=[spec])
 
-    async def _get_metrics(self, request: pb2.GetMetricsRequest) -> pb2.GetMetricsResponse:
+    def get_metrics(self, request: pb2.GetMetricsRequest) -> pb2.GetMetricsResponse | Awaitable[pb2.GetMetricsResponse]:
         if not request.HasField("scaledObjectRef"):
-            raise ScalerRpcError(grpc.StatusCode.INVALID_ARGUMENT, "GetMetricsRequest.scaledObjectRef is missing")
+            raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, "GetMetricsRequest.scaledObjectRef is missing")
         target = self._resolver.resolve(request.scaledObjectRef)
         self._register(target)
         if request.metricName != target.metric_name:
-            raise ScalerRpcError(
+            raise RpcError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"metricName {request.metricName!r} is not served for {target.key}; "
                 f"GetMetricSpec names {target.metric_name!r}",
             )
-        metrics, _ = target.answers(await self._servable_snapshot(target))
-        return metrics
+        return self._answer(target, lambda snapshot: target.answers(snapshot)[0])
 
-    async def _is_active(self, ref: pb2.ScaledObjectRef) -> pb2.IsActiveResponse:
+    def is_active(self, ref: pb2.ScaledObjectRef) -> pb2.IsActiveResponse | Awaitable[pb2.IsActiveResponse]:
         target = self._resolver.resolve(ref)
         self._register(target)
-        _, active = target.answers(await self._servable_snapshot(target))
-        return active
+        return self._answer(target, lambda snapshot: target.answers(snapshot)[1])
 
-    async def _stream_is_active(
-        self, ref: pb2.ScaledObjectRef, context: grpc.aio.ServicerContext[object, object]
-    ) -> None:
+    async def stream_is_active(self, ref: pb2.ScaledObjectRef, write: Writer) -> None:
         """Send the current answer, then each change, and repeat it every resend period.
 
         When the target stops being servable the stream ends with UNAVAILABLE; KEDA
@@ -350,7 +309,7 @@ class ExternalScalerService(pb2_grpc.ExternalScalerServicer):
         """
         target = self._resolver.resolve(ref)
         self._register(target)
-        await self._servable_snapshot(target)
+        await self._after_warm_up(target, lambda snapshot: snapshot)
         resend = self._settings.stream_resend_seconds
         engine_snapshot = self._engine.snapshot()
         sent: bool | None = None
@@ -359,7 +318,7 @@ class ExternalScalerService(pb2_grpc.ExternalScalerServicer):
             self._register(target)  # an open stream is contact too: keeps the target from idling out
             active = is_active(self._require_servable(target, engine_snapshot.get(target.key)))
             if active != sent or time.monotonic() - sent_at >= resend:
-                await context.write(pb2.IsActiveResponse(result=active))
+                await write(pb2.IsActiveResponse(result=active))
                 sent, sent_at = active, time.monotonic()
             wait = max(0.0, sent_at + resend - time.monotonic())
             engine_snapshot = await self._engine.wait_next(engine_snapshot.generation, wait)
@@ -371,68 +330,29 @@ class ExternalScalerService(pb2_grpc.ExternalScalerServicer):
         try:
             self._engine.ensure_target(target.key, target.spec)
         except UnknownEndpointError as error:
-            raise ScalerRpcError(
+            raise RpcError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"ScaledObject {target.key.namespace}/{target.key.name}: {error}"
             ) from error
         except OverflowError as error:  # the engine's bound on registered targets
-            raise ScalerRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{target.describe()}: {error}") from error
+            raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{target.describe()}: {error}") from error
 
-    async def _servable_snapshot(self, target: ResolvedTarget) -> TargetSnapshot:
-        """The target's snapshot (it is registered already), waiting a bounded time while it warms."""
+    def _answer(
+        self, target: ResolvedTarget, build: Callable[[TargetSnapshot], _Answer]
+    ) -> _Answer | Awaitable[_Answer]:
+        """`build`'s answer from the target's snapshot now, or once it has warmed up."""
         snapshot = self._engine.snapshot().get(target.key)
         if snapshot is None or snapshot.status is TargetStatus.WARMING:
-            waited = await self._engine.wait_for_target(target.key, self._settings.warming_wait_seconds)
-            snapshot = waited or self._engine.snapshot().get(target.key)
-        return self._require_servable(target, snapshot)
+            return self._after_warm_up(target, build)
+        return build(self._require_servable(target, snapshot))
+
+    async def _after_warm_up(self, target: ResolvedTarget, build: Callable[[TargetSnapshot], _Answer]) -> _Answer:
+        """Wait a bounded time for the target's first plan (it is registered already)."""
+        waited = await self._engine.wait_for_target(target.key, self._settings.warming_wait_seconds)
+        snapshot = waited or self._engine.snapshot().get(target.key)
+        return build(self._require_servable(target, snapshot))
 
     def _require_servable(self, target: ResolvedTarget, snapshot: TargetSnapshot | None) -> TargetSnapshot:
         reason = unavailable_reason(snapshot, None if self._clock is None else self._clock())
         if reason is not None or snapshot is None:
-            raise ScalerRpcError(grpc.StatusCode.UNAVAILABLE, f"{target.describe()} {reason}")
+            raise RpcError(grpc.StatusCode.UNAVAILABLE, f"{target.describe()} {reason}")
         return snapshot
-
-    async def _observed(
-        self,
-        method: str,
-        handler: Callable[[_Request], Awaitable[_Response]],
-        request: _Request,
-        context: grpc.aio.ServicerContext[object, object],
-    ) -> _Response:
-        """Run a handler, map its failure to a status, and report the outcome to the observer.
-
-        The outcome is reported before the status is sent, so a client that has its
-        answer can rely on the observer having seen the call.
-        """
-        started = time.perf_counter()
-        try:
-            response = await handler(request)
-        except ScalerRpcError as failure:
-            self._observe(method, failure.code, time.perf_counter() - started)
-            await _abort(context, failure)
-        except asyncio.CancelledError:
-            self._observe(method, grpc.StatusCode.CANCELLED, time.perf_counter() - started)
-            raise
-        except Exception:
-            _log.exception("%s failed", method)
-            internal = ScalerRpcError(grpc.StatusCode.INTERNAL, f"{method}: internal error; see the autoscaler's log")
-            self._observe(method, internal.code, time.perf_counter() - started)
-            await _abort(context, internal)
-        self._observe(method, grpc.StatusCode.OK, time.perf_counter() - started)
-        return response
-
-    def _observe(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
-        if self._observer is None:
-            return
-        try:
-            self._observer(method, code, seconds)
-        except Exception:
-            _log.exception("request observer failed for %s", method)
-
-
-async def _abort(context: grpc.aio.ServicerContext[object, object], failure: ScalerRpcError) -> NoReturn:
-    await context.abort(failure.code, failure.message)
-    raise failure  # abort() raises; this only tells the type checker so
-
-
-def add_to_server(service: ExternalScalerService, server: grpc.aio.Server) -> None:
-    pb2_grpc.add_ExternalScalerServicer_to_server(service, server)  # type: ignore[no-untyped-call]

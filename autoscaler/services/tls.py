@@ -1,4 +1,4 @@
-"""Server-side TLS and mTLS for the gRPC server, reloaded when the files change.
+"""Server-side TLS and mTLS for either gRPC server, reloaded when the files change.
 
 KEDA's trigger options map onto these files: its `caCert` must trust `cert_file`, and
 when `client_ca_file` is set every client must present a certificate it signed, which
@@ -10,15 +10,19 @@ handshake and reloaded when they change; a half-written rotation keeps the old o
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import grpc
 
 _log = logging.getLogger(__name__)
 _PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 _PEM_PRIVATE_KEY_SUFFIX = b"PRIVATE KEY-----"
+_Built = TypeVar("_Built")
 
 
 class TlsConfigError(ValueError):
@@ -40,9 +44,10 @@ class TlsSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class _LoadedFiles:
-    versions: tuple[tuple[int, int], ...]
-    configuration: grpc.ServerCertificateConfiguration
+class _PemFiles:
+    cert: bytes
+    key: bytes
+    client_ca: bytes | None
 
 
 def _read_pem(path: Path, role: str, marker: bytes) -> bytes:
@@ -63,50 +68,95 @@ def _version(path: Path) -> tuple[int, int]:
     return (stat.st_mtime_ns, stat.st_size)
 
 
-class _ReloadingCertificates:
-    """Supplies grpc's certificate fetcher: a new configuration when the files changed."""
+class _Reloading(Generic[_Built]):
+    """What `build` makes of the PEM files, made again when a file changes.
 
-    def __init__(self, settings: TlsSettings) -> None:
+    A change that does not load (a rotation written halfway) keeps the previous result.
+    """
+
+    def __init__(self, settings: TlsSettings, build: Callable[[_PemFiles], _Built]) -> None:
         self._settings = settings
+        self._build = build
         self._paths = [settings.cert_file, settings.key_file]
         if settings.client_ca_file is not None:
             self._paths.append(settings.client_ca_file)
-        self._lock = threading.Lock()  # grpc calls the fetcher from its own threads
-        self._loaded = self._load()
+        self._lock = threading.Lock()  # grpc calls its fetcher from its own threads
+        self._versions = self._current_versions()
+        self.current = build(self._read())
 
-    @property
-    def initial(self) -> grpc.ServerCertificateConfiguration:
-        return self._loaded.configuration
+    def _current_versions(self) -> tuple[tuple[int, int], ...]:
+        return tuple(_version(path) for path in self._paths)
 
-    def _load(self) -> _LoadedFiles:
-        versions = tuple(_version(path) for path in self._paths)
+    def _read(self) -> _PemFiles:
         settings = self._settings
-        cert = _read_pem(settings.cert_file, "certificate", _PEM_CERTIFICATE)
-        key = _read_pem(settings.key_file, "private key", _PEM_PRIVATE_KEY_SUFFIX)
-        client_ca = (
-            _read_pem(settings.client_ca_file, "client CA", _PEM_CERTIFICATE)
-            if settings.client_ca_file is not None
-            else None
+        return _PemFiles(
+            cert=_read_pem(settings.cert_file, "certificate", _PEM_CERTIFICATE),
+            key=_read_pem(settings.key_file, "private key", _PEM_PRIVATE_KEY_SUFFIX),
+            client_ca=(
+                _read_pem(settings.client_ca_file, "client CA", _PEM_CERTIFICATE)
+                if settings.client_ca_file is not None
+                else None
+            ),
         )
-        configuration = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=client_ca)
-        return _LoadedFiles(versions=versions, configuration=configuration)
 
-    def __call__(self) -> grpc.ServerCertificateConfiguration | None:
+    def reload(self) -> bool:
+        """True when the files changed and their new contents are now `current`."""
         with self._lock:
-            if tuple(_version(path) for path in self._paths) == self._loaded.versions:
-                return None
+            versions = self._current_versions()
+            if versions == self._versions:
+                return False
             try:
-                self._loaded = self._load()
-            except TlsConfigError as error:
+                built = self._build(self._read())
+            except (TlsConfigError, ssl.SSLError, ValueError) as error:
                 _log.warning("keeping the previous TLS certificates: %s", error)
-                return None
+                return False
+            self._versions, self.current = versions, built
             _log.info("reloaded TLS certificates from %s", self._settings.cert_file)
-            return self._loaded.configuration
+            return True
 
 
 def server_credentials(settings: TlsSettings) -> grpc.ServerCredentials:
-    """Credentials for `add_secure_port`; raises TlsConfigError naming a bad file."""
-    certificates = _ReloadingCertificates(settings)
+    """Credentials for grpc.aio's `add_secure_port`; raises TlsConfigError naming a bad file."""
+
+    def configuration(files: _PemFiles) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration([(files.key, files.cert)], root_certificates=files.client_ca)
+
+    certificates = _Reloading(settings, configuration)
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        return certificates.current if certificates.reload() else None
+
     return grpc.dynamic_ssl_server_credentials(
-        certificates.initial, certificates, require_client_authentication=settings.mutual
+        certificates.current, fetch, require_client_authentication=settings.mutual
     )
+
+
+def ssl_contexts(settings: TlsSettings) -> Callable[[], ssl.SSLContext]:
+    """The SSL context for each new connection of the HTTP/2 server, rebuilt when files change.
+
+    TLS 1.2 or later, ALPN `h2` (gRPC clients require it), and with a client CA every
+    client must present a certificate it signed. Raises TlsConfigError naming a bad file.
+    """
+
+    def context(files: _PemFiles) -> ssl.SSLContext:
+        built = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        built.minimum_version = ssl.TLSVersion.TLSv1_2
+        built.set_alpn_protocols(["h2"])
+        try:  # from the paths: load_cert_chain takes no bytes; `files` has checked them
+            built.load_cert_chain(settings.cert_file, settings.key_file)
+        except ssl.SSLError as error:
+            raise TlsConfigError(
+                f"TLS certificate {settings.cert_file} and key {settings.key_file} do not load: {error}"
+            ) from error
+        if files.client_ca is not None:
+            built.verify_mode = ssl.CERT_REQUIRED
+            built.load_verify_locations(cadata=files.client_ca.decode("ascii", "replace"))
+        return built
+
+    contexts = _Reloading(settings, context)
+
+    def current() -> ssl.SSLContext:
+        contexts.reload()
+        return contexts.current
+
+    return current

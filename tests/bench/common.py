@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from autoscaler.services.grpc_scaler import RequestObserver, ScalerServiceSettings
+from autoscaler.services.grpc_scaler import ScalerServiceSettings
 from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
+from autoscaler.services.rpc import RequestObserver
 from tests.unit.services.fake_engine import FakeEngine
 
 # The columns of one GetMetrics run, as `bench_grpc.measure` returns them.

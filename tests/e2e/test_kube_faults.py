@@ -272,11 +272,6 @@ async def test_a_concurrent_writer_is_overwritten_on_the_next_pass(
     assert_spec_intact(admin_api, namespace, BUFFER)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="autoscaler/adapters/kube.py `matches` compares only the spec-hash annotation and replicas: a "
-    "pod-template edit that keeps both is reported 'unchanged' and never repaired; see docs/reliability.md",
-)
 async def test_a_template_edit_that_keeps_replicas_is_repaired(
     admin_api: client.ApiClient, namespace: str, workload: str
 ) -> None:

@@ -246,11 +246,6 @@ def test_a_clean_stop_leaves_no_process_behind(crash_rounds: CrashRounds) -> Non
     assert crash_rounds.leftovers["clean-stop"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="autoscaler/daemon.py: the forkserver fit pool (forkserver, worker, resource tracker) outlives a "
-    "SIGKILLed daemon when the daemon is not PID 1 of its container; see docs/reliability.md",
-)
 def test_a_killed_daemon_leaves_no_fit_worker_behind(crash_rounds: CrashRounds) -> None:
     killed = {point: pids for point, pids in crash_rounds.leftovers.items() if point != "clean-stop"}
     assert all(pids == [] for pids in killed.values()), killed

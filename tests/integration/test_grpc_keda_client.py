@@ -13,7 +13,7 @@ import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from autoscaler.domain.snapshot import TargetStatus
 from autoscaler.services.grpc_scaler import ScalerServiceSettings
 from autoscaler.services.grpc_scaler import pb2 as ours
-from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
+from autoscaler.services.grpc_server import IMPLEMENTATIONS, GrpcServer, GrpcServerSettings, Implementation
 from autoscaler.services.tls import TlsSettings
 from tests.integration.grpc_fixtures import Issued, Pki, make_pki
 from tests.integration.keda_proto import KEDA_NEWER_VERSION, KedaStubs, keda_stubs
@@ -55,6 +55,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def trigger_metadata(**changes: str) -> dict[str, str]:
     """What KEDA sends: the trigger's metadata, its own scalerAddress included."""
     return {"scalerAddress": SCALER_ADDRESS, **metadata(**changes)}
+
+
+OWN_SUBCHANNELS = [("grpc.use_local_subchannel_pool", 1)]
+"""Each test's channel connects afresh: grpc's process-wide subchannel pool would otherwise
+hand a new server on a reused port the previous server's "connection refused" backoff."""
 
 
 @dataclass
@@ -89,6 +94,7 @@ class Harness:
 
 async def start_server(
     engine: FakeEngine,
+    implementation: Implementation,
     *,
     tls: TlsSettings | None = None,
     service_settings: ScalerServiceSettings | None = None,
@@ -97,7 +103,7 @@ async def start_server(
     recorded = calls if calls is not None else []
     server = GrpcServer(
         engine,
-        GrpcServerSettings(host="127.0.0.1", port=0, tls=tls),
+        GrpcServerSettings(host="127.0.0.1", port=0, tls=tls, implementation=implementation),
         service_settings=service_settings or ScalerServiceSettings(warming_wait_seconds=0.2),
         observer=lambda method, code, _seconds: recorded.append((method, code)),
     )
@@ -108,14 +114,20 @@ async def start_server(
 HarnessFactory = Callable[..., Awaitable[Harness]]
 
 
+@pytest.fixture(params=IMPLEMENTATIONS)
+def implementation(request: pytest.FixtureRequest) -> Implementation:
+    """Every test runs against both servers: the lean HTTP/2 one and grpc.aio."""
+    return cast(Implementation, request.param)
+
+
 @pytest.fixture
-async def make_harness(keda: KedaStubs) -> AsyncIterator[HarnessFactory]:
+async def make_harness(keda: KedaStubs, implementation: Implementation) -> AsyncIterator[HarnessFactory]:
     started: list[Harness] = []
 
     async def make(service_settings: ScalerServiceSettings | None = None) -> Harness:
         engine, calls = FakeEngine(), list[tuple[str, grpc.StatusCode]]()
-        server = await start_server(engine, service_settings=service_settings, calls=calls)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        server = await start_server(engine, implementation, service_settings=service_settings, calls=calls)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=OWN_SUBCHANNELS)
         harness = Harness(keda, engine, server, channel, calls)
         started.append(harness)
         return harness
@@ -174,12 +186,14 @@ def test_a_newer_keda_only_adds_optional_methods(newer_keda: KedaStubs) -> None:
     assert set(their_methods) == {"StreamMetricSpec"}
 
 
-async def test_a_newer_keda_client_falls_back_from_stream_metric_spec(newer_keda: KedaStubs) -> None:
+async def test_a_newer_keda_client_falls_back_from_stream_metric_spec(
+    newer_keda: KedaStubs, implementation: Implementation
+) -> None:
     """KEDA treats UNIMPLEMENTED from StreamMetricSpec as "use GetMetricSpec"; the rest works."""
     engine = FakeEngine()
-    server = await start_server(engine)
+    server = await start_server(engine, implementation)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=OWN_SUBCHANNELS) as channel:
             stub = newer_keda.services.ExternalScalerStub(channel)
             ref = newer_keda.messages.ScaledObjectRef(name=NAME, namespace=NAMESPACE, scalerMetadata=trigger_metadata())
             stream = stub.StreamMetricSpec(ref, timeout=CALL_TIMEOUT)
@@ -481,16 +495,18 @@ def system_roots_unset(tmp_path: Path) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("case", TLS_CASES, ids=[case.name for case in TLS_CASES])
-async def test_tls_handshakes(keda: KedaStubs, pki: Pki, case: TlsCase, system_roots_unset: None) -> None:
+async def test_tls_handshakes(
+    keda: KedaStubs, pki: Pki, case: TlsCase, system_roots_unset: None, implementation: Implementation
+) -> None:
     tls = TlsSettings(
         cert_file=pki.server.cert_file,
         key_file=pki.server.key_file,
         client_ca_file=pki.ca.issued.cert_file if case.mutual else None,
     )
-    server = await start_server(FakeEngine(), tls=tls)
+    server = await start_server(FakeEngine(), implementation, tls=tls)
     try:
         credentials = client_credentials(pki, case.trust, case.client)
-        async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", credentials) as channel:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", credentials, options=OWN_SUBCHANNELS) as channel:
             ref = keda.messages.ScaledObjectRef(name=NAME, namespace=NAMESPACE, scalerMetadata=trigger_metadata())
             call = keda.services.ExternalScalerStub(channel).GetMetricSpec(ref, timeout=CALL_TIMEOUT)
             if case.succeeds:
@@ -501,10 +517,14 @@ async def test_tls_handshakes(keda: KedaStubs, pki: Pki, case: TlsCase, system_r
         await server.stop(None)
 
 
-async def test_a_plaintext_client_cannot_talk_to_the_tls_server(keda: KedaStubs, pki: Pki) -> None:
-    server = await start_server(FakeEngine(), tls=TlsSettings(pki.server.cert_file, pki.server.key_file))
+async def test_a_plaintext_client_cannot_talk_to_the_tls_server(
+    keda: KedaStubs, pki: Pki, implementation: Implementation
+) -> None:
+    server = await start_server(
+        FakeEngine(), implementation, tls=TlsSettings(pki.server.cert_file, pki.server.key_file)
+    )
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=OWN_SUBCHANNELS) as channel:
             ref = keda.messages.ScaledObjectRef(name=NAME, namespace=NAMESPACE, scalerMetadata=trigger_metadata())
             error = await rpc_error(keda.services.ExternalScalerStub(channel).GetMetricSpec(ref, timeout=CALL_TIMEOUT))
             assert error.code() is grpc.StatusCode.UNAVAILABLE
@@ -512,15 +532,19 @@ async def test_a_plaintext_client_cannot_talk_to_the_tls_server(keda: KedaStubs,
         await server.stop(None)
 
 
-async def test_rotated_certificates_are_served_to_new_connections(keda: KedaStubs, pki: Pki, tmp_path: Path) -> None:
+async def test_rotated_certificates_are_served_to_new_connections(
+    keda: KedaStubs, pki: Pki, tmp_path: Path, implementation: Implementation
+) -> None:
     cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
     shutil.copyfile(pki.server.cert_file, cert_file)
     shutil.copyfile(pki.server.key_file, key_file)
-    server = await start_server(FakeEngine(), tls=TlsSettings(cert_file, key_file))
+    server = await start_server(FakeEngine(), implementation, tls=TlsSettings(cert_file, key_file))
     ref = keda.messages.ScaledObjectRef(name=NAME, namespace=NAMESPACE, scalerMetadata=trigger_metadata())
 
     async def handshake(trust: str) -> grpc.StatusCode:
-        async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", client_credentials(pki, trust, None)) as ch:
+        async with grpc.aio.secure_channel(
+            f"127.0.0.1:{server.port}", client_credentials(pki, trust, None), options=OWN_SUBCHANNELS
+        ) as ch:
             try:
                 await keda.services.ExternalScalerStub(ch).GetMetricSpec(ref, timeout=CALL_TIMEOUT)
             except grpc.aio.AioRpcError as error:
@@ -560,6 +584,19 @@ async def test_health_is_serving_then_not_serving_on_shutdown(harness: Harness) 
     await harness.server.stop(0.5)
     error = await rpc_error(health.Check(health_pb2.HealthCheckRequest(service=""), timeout=CALL_TIMEOUT))
     assert error.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_call_in_flight_during_shutdown_is_answered(make_harness: HarnessFactory) -> None:
+    harness = await make_harness(ScalerServiceSettings(warming_wait_seconds=10.0))
+    ref = harness.ref()
+    metric_name = await harness.metric_name(ref)
+    waiting = harness.stub.GetMetrics(harness.metrics_request(ref, metric_name), timeout=CALL_TIMEOUT)
+    await asyncio.sleep(0.1)  # the call now waits for the target's first plan
+    stopping = asyncio.get_running_loop().create_task(harness.server.stop(5.0))
+    await asyncio.sleep(0.1)
+    harness.publish(ref, plan=decision(replicas=4, reactive=1))
+    assert (await waiting).metricValues[0].metricValue == 4
+    await stopping
 
 
 async def test_reflection_lists_the_services(harness: Harness) -> None:

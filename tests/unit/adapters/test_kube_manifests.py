@@ -242,6 +242,91 @@ def test_matches(mutate: Any, expected: bool) -> None:
     assert matches(current, desired) is expected
 
 
+def served(desired: dict[str, Any]) -> dict[str, Any]:
+    """`desired` as the API server returns it: defaults filled in, quantities canonical, empties dropped."""
+    current = copy.deepcopy(desired)
+    current["metadata"].update(uid="0d8c", resourceVersion="41", generation=1, managedFields=[{"manager": "x"}])
+    current["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "1"
+    spec = current["spec"]
+    spec.update(progressDeadlineSeconds=600)
+    spec["template"]["metadata"]["creationTimestamp"] = None
+    pod = spec["template"]["spec"]
+    pod.update(dnsPolicy="ClusterFirst", restartPolicy="Always", schedulerName="default-scheduler")
+    pod["tolerations"][0]["tolerationSeconds"] = None
+    for item in pod["containers"]:
+        item.update(terminationMessagePath="/dev/termination-log", terminationMessagePolicy="File")
+        item.update(imagePullPolicy="IfNotPresent")
+        for amounts in item["resources"].values():
+            amounts["memory"] = "1G"  # sent as "1000000000"
+    current["status"] = {"replicas": 2, "unavailableReplicas": 2}
+    return current
+
+
+def desired_with_defaults_to_fill() -> dict[str, Any]:
+    pod_spec = {
+        **SCHEDULING,
+        "containers": [
+            container("a", {"cpu": "1", "memory": "500M"}, {"cpu": "1500m", "memory": "500M"}),
+            container("b", {"memory": "500M"}, {"memory": "500M"}),
+        ],
+    }
+    desired = placeholder_deployment(workload(pod_spec), replicas=2, settings=SETTINGS)
+    assert desired["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "1", "memory": "1000000000"},
+        "limits": {"memory": "1000000000"},
+    }
+    return desired
+
+
+def test_matches_a_deployment_the_server_defaulted() -> None:
+    desired = desired_with_defaults_to_fill()
+    assert matches(served(desired), desired)
+
+
+def test_matches_an_empty_requests_map_the_server_dropped() -> None:
+    desired = placeholder_deployment(workload({"containers": [container("a")]}), replicas=2, settings=SETTINGS)
+    assert desired["spec"]["template"]["spec"]["containers"][0]["resources"] == {"requests": {}}
+    current = copy.deepcopy(desired)
+    del current["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert matches(current, desired)
+
+
+def pod_of(manifest: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = manifest["spec"]["template"]["spec"]
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        pytest.param(lambda d: pod_of(d)["containers"][0].update(image="registry.invalid/x:1"), False, id="image"),
+        pytest.param(lambda d: pod_of(d)["containers"][0]["resources"]["limits"].clear(), False, id="limit-gone"),
+        pytest.param(
+            lambda d: pod_of(d)["containers"][0]["resources"]["requests"].update(memory="2G"), False, id="request"
+        ),
+        pytest.param(lambda d: pod_of(d)["containers"][0].pop("securityContext"), False, id="security-context"),
+        pytest.param(lambda d: pod_of(d).update(automountServiceAccountToken=True), False, id="token-mounted"),
+        pytest.param(lambda d: pod_of(d).update(priorityClassName="high"), False, id="priority-class"),
+        pytest.param(lambda d: pod_of(d)["nodeSelector"].update({"gpu.product": "A100"}), False, id="node-selector"),
+        pytest.param(lambda d: pod_of(d)["tolerations"].append({"operator": "Exists"}), False, id="toleration-added"),
+        pytest.param(lambda d: pod_of(d).pop("affinity"), False, id="affinity-gone"),
+        pytest.param(lambda d: d["spec"].update(strategy={"type": "RollingUpdate"}), False, id="strategy"),
+        pytest.param(lambda d: d["spec"].update(replicas=7), False, id="replicas"),
+        pytest.param(lambda d: d["metadata"]["labels"].pop("app.kubernetes.io/instance"), False, id="label"),
+        # Our forced apply cannot remove fields another manager added, so they must not
+        # count as a difference (a write every pass would follow).
+        pytest.param(lambda d: pod_of(d)["containers"].append({"name": "extra", "image": "x"}), True, id="other-item"),
+        pytest.param(lambda d: pod_of(d)["nodeSelector"].update(extra="1"), True, id="other-key"),
+    ],
+)
+def test_matches_sees_edits_that_keep_the_hash(edit: Any, expected: bool) -> None:
+    desired = desired_with_defaults_to_fill()
+    current = served(desired)
+    edit(current)
+    assert current["metadata"]["annotations"][SPEC_HASH_ANNOTATION] == hash_of(desired)
+    assert matches(current, desired) is expected
+
+
 @pytest.mark.parametrize(
     ("base", "suffix", "limit"),
     [("llm", "-placeholder", 63), ("a" * 60, "-placeholder", 63), ("x.y-" * 30 + "z", "-placeholder", 63)],

@@ -21,7 +21,7 @@ from autoscaler._generated import externalscaler_pb2 as pb2
 from autoscaler._generated import externalscaler_pb2_grpc as pb2_grpc
 from autoscaler.domain.spec import KEYS, MAX_METADATA_VALUE
 from autoscaler.services.grpc_scaler import ScalerServiceSettings
-from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
+from autoscaler.services.grpc_server import IMPLEMENTATIONS, GrpcServer, GrpcServerSettings, Implementation
 from tests.unit.services.fake_engine import BASE_METADATA, FakeEngine
 
 ALLOWED = {
@@ -52,7 +52,8 @@ REFS = st.builds(
 class ServerThread:
     """A started GrpcServer on a private loop; `stop` shuts it down in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, implementation: Implementation) -> None:
+        self._implementation = implementation
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-fuzz", daemon=True)
         self._thread.start()
@@ -63,7 +64,9 @@ class ServerThread:
         self.engine.max_targets = 200
         self.server = GrpcServer(
             self.engine,
-            GrpcServerSettings(host="127.0.0.1", port=0, max_message_bytes=MAX_MESSAGE_BYTES),
+            GrpcServerSettings(
+                host="127.0.0.1", port=0, max_message_bytes=MAX_MESSAGE_BYTES, implementation=self._implementation
+            ),
             service_settings=ScalerServiceSettings(warming_wait_seconds=0.01, spec_cache_size=64),
         )
         return await self.server.start()
@@ -75,10 +78,12 @@ class ServerThread:
         self._loop.close()
 
 
-@pytest.fixture(scope="module")
-def channel() -> Iterator[grpc.Channel]:
-    server = ServerThread()
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+@pytest.fixture(scope="module", params=IMPLEMENTATIONS)
+def channel(request: pytest.FixtureRequest) -> Iterator[grpc.Channel]:
+    """Both servers, the lean HTTP/2 one and grpc.aio, face the same hostile calls."""
+    server = ServerThread(request.param)
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel:
         yield channel
     server.stop()
 
@@ -148,10 +153,11 @@ def test_oversized_messages_are_bounded(
 def test_undecodable_bytes_never_reach_our_handlers(
     channel: grpc.Channel, stub: pb2_grpc.ExternalScalerStub, payload: bytes
 ) -> None:
-    """Raw bytes on the wire: grpc.aio's own decoder refuses what protobuf cannot parse.
+    """Raw bytes on the wire: what protobuf cannot parse never reaches a handler of ours.
 
-    It answers UNKNOWN naming the DecodeError (grpc's behaviour, before any handler of
-    ours runs); the server keeps answering well-formed calls afterwards.
+    The lean server answers INVALID_ARGUMENT naming the message type; grpc.aio's own
+    decoder answers UNKNOWN naming the DecodeError. Either way the server keeps
+    answering well-formed calls afterwards.
     """
     raw_call = channel.unary_unary("/externalscaler.ExternalScaler/GetMetrics")
     try:

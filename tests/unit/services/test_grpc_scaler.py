@@ -18,7 +18,6 @@ from autoscaler.domain.snapshot import TargetStatus
 from autoscaler.domain.types import TargetKey
 from autoscaler.services.grpc_scaler import (
     KEDA_CONNECTION_KEYS,
-    ScalerRpcError,
     ScalerServiceSettings,
     TargetResolver,
     is_active,
@@ -29,6 +28,7 @@ from autoscaler.services.grpc_scaler import (
     unavailable_reason,
 )
 from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
+from autoscaler.services.rpc import RpcError
 from tests.unit.services.fake_engine import FakeEngine, decision, key_and_spec, metadata, target_snapshot
 
 NOW = 1_700_000_000.0
@@ -228,7 +228,7 @@ def test_bad_references_are_invalid_argument_with_the_key_and_the_object(
 ) -> None:
     resolver = TargetResolver(8)
     for _ in range(2):  # the second answer comes from the cache and must say the same
-        with pytest.raises(ScalerRpcError) as raised:
+        with pytest.raises(RpcError) as raised:
             resolver.resolve(request_ref)
         assert raised.value.code is grpc.StatusCode.INVALID_ARGUMENT
         for fragment in fragments:
@@ -388,7 +388,7 @@ async def test_a_failing_observer_does_not_fail_the_call(caplog: pytest.LogCaptu
 @pytest.mark.parametrize(("namespace", "name"), [("ns", "n" * 254), ("n" * 64, "so")])
 def test_names_beyond_kubernetes_limits_are_invalid(namespace: str, name: str) -> None:
     ref = pb2.ScaledObjectRef(name=name, namespace=namespace, scalerMetadata={"query": "up", "capacityPerReplica": "1"})
-    with pytest.raises(ScalerRpcError) as caught:
+    with pytest.raises(RpcError) as caught:
         TargetResolver(capacity=8).resolve(ref)
     assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
     assert "longer than 253/63" in str(caught.value)
