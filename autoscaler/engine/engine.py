@@ -6,6 +6,11 @@ plans, and marks the target dirty; a publisher task swaps in a new immutable
 `EngineSnapshot` once per tick. Model refits run in an executor (a process by
 default), so no request handler and no collection step ever waits for a fit.
 
+Targets collect at a fixed phase after each step boundary (`collection_phase`), so a
+fleet does not wake at one instant, and their CPU-bound steps take `Turns`: one per
+loop iteration, with the gRPC and HTTP sockets serviced in between, so a call waits
+for at most one step however many targets are due.
+
 Failure policy (docs/reliability.md has the table):
 - no data or a failed query: the last decision stays served until the newest real
   sample is older than `staleAfter`; then the target turns STALE and the gRPC layer

@@ -16,6 +16,10 @@ callers on one HTTP/2 connection, as KEDA's operator does:
   general tool that renders and encodes each request itself; on 2 cores it takes about
   as much CPU per call as the server, and its latencies include that contention.
 
+The client runs with GOMAXPROCS=1 (`--client-cores`): on this 2-core machine it may use
+one core at a time and leaves the other to the server; with both, Go's runtime competes
+with the server for the cores and the latency tail measures that contention.
+
 Latencies are measured at the client. "due p99" (loadgen only) counts from when a call
 was due, so time spent waiting for a free caller counts too. CPU per call is this
 process's CPU time (the server) divided by the calls answered.
@@ -116,6 +120,7 @@ class Client:
     port: int
     data: Path
     callers: int
+    cores: int
 
 
 def client_command(client: Client, rate: int, seconds: float) -> list[str]:
@@ -154,8 +159,9 @@ def parse_report(client: str, stdout: bytes) -> tuple[int, Run]:
 async def offer(client: Client, rate: int, seconds: float) -> Run:
     command = client_command(client, rate, seconds)
     cpu_before = time.process_time()
+    environment = {**os.environ, "GOMAXPROCS": str(client.cores)}
     process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environment
     )
     stdout, stderr = await process.communicate()
     cpu = time.process_time() - cpu_before
@@ -178,7 +184,7 @@ async def bench_server(implementation: str, args: argparse.Namespace, binary: st
     try:
         with tempfile.TemporaryDirectory() as directory:
             data = write_requests(requests_for(refs), Path(directory), args.client)
-            client = Client(args.client, binary, port, data, args.callers)
+            client = Client(args.client, binary, port, data, args.callers, args.client_cores)
             await offer(client, 500, 3)  # warm-up: caches and connection
             for rate in args.rates:
                 rows.append((rate, await offer(client, rate, args.seconds)))
@@ -190,7 +196,7 @@ async def bench_server(implementation: str, args: argparse.Namespace, binary: st
 def print_table(args: argparse.Namespace, results: dict[str, list[tuple[int, Run]]]) -> None:
     print(
         f"GetMetrics, {args.targets} targets, {args.callers} callers on one connection, "
-        f"client {args.client}, {os.cpu_count()} cores"
+        f"client {args.client} on {args.client_cores} of {os.cpu_count()} cores"
     )
     header = ("server", "offered/s", "achieved/s", "p50 ms", "p99 ms", "p99.9 ms", "due p99", "CPU us/call", "errors")
     print(f"{header[0]:<8} " + " ".join(f"{column:>11}" for column in header[1:]))
@@ -212,6 +218,9 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=64)
     parser.add_argument("--rates", type=int, nargs="+", default=[1000, 2000, 3000])
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--client-cores", type=int, default=1, help="GOMAXPROCS of the client: the cores it may use at once"
+    )
     args = parser.parse_args()
     binary = loadgen_binary() if args.client == "loadgen" else ghz_binary()
 
