@@ -78,16 +78,31 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-class FitPool(ProcessPoolExecutor):
-    """A ProcessPoolExecutor whose workers die with the process and thread that created it."""
+FIT_NICENESS = 10
+"""Fits are background work: with the workers this much nicer, the daemon's own process
+(GetMetrics answers, collection) wins the CPU whenever both want it."""
 
-    def __init__(self, max_workers: int) -> None:
+
+def start_worker(parent_pid: int, niceness: int) -> None:
+    """Worker initializer: die with the owner, and yield the CPU to it."""
+    die_with_parent(parent_pid)
+    try:
+        os.nice(niceness)
+    except OSError as error:  # a sandbox may forbid it; fits still run
+        log.warning("fit_worker_priority_unchanged error=%s", error)
+
+
+class FitPool(ProcessPoolExecutor):
+    """A ProcessPoolExecutor whose workers die with the process and thread that created it,
+    and run at a lower CPU priority than it."""
+
+    def __init__(self, max_workers: int, niceness: int = FIT_NICENESS) -> None:
         self._owner_thread = threading.get_ident()
         super().__init__(
             max_workers=max_workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=die_with_parent,
-            initargs=(os.getpid(),),
+            initializer=start_worker,
+            initargs=(os.getpid(), niceness),
         )
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:

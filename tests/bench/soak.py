@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import multiprocessing
 import os
 import random
 import signal
@@ -49,6 +48,7 @@ from autoscaler.adapters.replay import ReplaySource, ReplayTrace
 from autoscaler.domain.snapshot import TargetStatus
 from autoscaler.domain.spec import metric_name_for, parse_duration, parse_spec, target_key
 from autoscaler.engine.engine import Engine, EngineSettings
+from autoscaler.engine.fit_pool import FitPool
 from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
 from autoscaler.sim.trace import parse_trace
 from tests.bench.bench_grpc_load import loadgen_binary
@@ -261,7 +261,7 @@ def print_summary(rows: Sequence[HourStats], arguments: argparse.Namespace, wall
 def make_executor(kind: str, workers: int) -> Executor:
     if kind == "thread":
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fit")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+    return FitPool(max_workers=workers)  # the daemon's pool
 
 
 async def soak(arguments: argparse.Namespace) -> list[HourStats]:

@@ -5,6 +5,9 @@
 // no message encoding and little CPU, leaving the 2-core machine to the server under test.
 // Calls are open-loop: a dispatcher schedules one every 1/rate seconds and a fixed pool of
 // workers, all on one HTTP/2 connection as KEDA uses, sends them.
+//
+// With -serve it is instead the reference server: grpc-go answering every unary call with
+// a fixed message, the floor a gRPC server can reach on the same machine.
 package main
 
 import (
@@ -13,6 +16,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"sort"
 	"sync"
@@ -83,7 +87,26 @@ func percentile(sorted []time.Duration, q float64) float64 {
 	return float64(sorted[index].Microseconds()) / 1000
 }
 
+// serve answers every unary call with `reply` until the process is killed; it prints the port.
+func serve(reply []byte) error {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Println(listener.Addr().(*net.TCPAddr).Port)
+	server := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}),
+		grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
+			var request []byte
+			if err := stream.RecvMsg(&request); err != nil {
+				return err
+			}
+			return stream.SendMsg(&reply)
+		}))
+	return server.Serve(listener)
+}
+
 func main() {
+	serveReply := flag.String("serve", "", "be the reference server, answering with this file's message")
 	address := flag.String("addr", "127.0.0.1:9100", "server address")
 	method := flag.String("method", "/externalscaler.ExternalScaler/GetMetrics", "full method name")
 	requestsFile := flag.String("requests", "", "file of length-prefixed serialised requests")
@@ -93,6 +116,14 @@ func main() {
 	timeout := flag.Duration("timeout", 5*time.Second, "deadline of each call")
 	flag.Parse()
 
+	if *serveReply != "" {
+		reply, err := os.ReadFile(*serveReply)
+		if err == nil {
+			err = serve(reply)
+		}
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(2)
+	}
 	requests, err := readRequests(*requestsFile)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
