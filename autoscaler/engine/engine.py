@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import math
 import time
@@ -53,6 +55,9 @@ class EngineSettings:
     idle_target_ttl_seconds: float = 6 * 3600.0
     warm_start_retry_seconds: float = 15.0
     history_points_shown: int = 720
+    publish_coalesce_seconds: float = 0.02
+    """Least wall time between two publishes: a fleet's steps arrive one turn at a time,
+    and each would otherwise publish on its own."""
 
 
 @dataclass(slots=True)
@@ -86,6 +91,11 @@ class Engine:
         self._wake_publisher = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
         self._turns = Turns()
+        self._changed: set[TargetKey] = set()
+        """Targets whose published snapshot must be rebuilt, or dropped once evicted."""
+        self._stale_at: list[tuple[float, int, TargetKey]] = []
+        """Heap of when READY targets turn STALE if no newer sample comes (time, tiebreak, key)."""
+        self._pushed = itertools.count()
         self._stopping = False
 
     # ---- EngineView -------------------------------------------------------------
@@ -107,7 +117,7 @@ class Engine:
         log.info("target registered", extra={"target": str(key), "query": spec.query})
         if self._publisher is not None:
             self._tasks[key] = asyncio.get_running_loop().create_task(self._run_target(runtime))
-        self._wake_publisher.set()
+        self._mark_dirty(runtime)
 
     async def wait_for_target(self, key: TargetKey, timeout: float) -> TargetSnapshot | None:
         deadline = time.monotonic() + timeout
@@ -300,11 +310,13 @@ class Engine:
         log.info("target evicted after idle TTL", extra={"target": str(runtime.key)})
         self._targets.pop(runtime.key, None)
         self._tasks.pop(runtime.key, None)
+        self._changed.add(runtime.key)
         self._wake_publisher.set()
 
     # ---- publishing -------------------------------------------------------------------
     def _mark_dirty(self, runtime: TargetRuntime) -> None:
         runtime.dirty = True
+        self._changed.add(runtime.key)
         self._wake_publisher.set()
 
     async def _publish_loop(self) -> None:
@@ -312,23 +324,40 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_publisher.wait(), self._settings.tick_seconds)
             self._wake_publisher.clear()
-            self._publish()
+            try:
+                self._publish()
+            except Exception:  # a bug here must not stop publishing for good: every answer would age out
+                log.exception("publishing the engine snapshot failed")
+            await asyncio.sleep(self._settings.publish_coalesce_seconds)
 
     def _publish(self) -> None:
-        """Swap in a new snapshot; status is re-derived every tick because it ages with time."""
+        """Swap in a new snapshot: the targets that changed are rebuilt, and those whose
+        newest sample has aged past staleAfter turn STALE; the rest are carried over."""
         now = self._clock.now()
-        previous = self._snapshot.targets
-        targets: dict[TargetKey, TargetSnapshot] = {}
-        for key, runtime in self._targets.items():
-            old = previous.get(key)
-            snapshot = build_target_snapshot(
-                runtime, now=now, reuse=None if runtime.dirty else old, shown=self._settings.history_points_shown
-            )
-            runtime.dirty = False
-            targets[key] = snapshot
-        self._snapshot = EngineSnapshot(
-            generated_at=now, generation=self._snapshot.generation + 1, targets=MappingProxyType(targets)
-        )
+        changed, self._changed = self._changed, set()
+        while self._stale_at and self._stale_at[0][0] <= now:
+            changed.add(heapq.heappop(self._stale_at)[2])
+        targets: Mapping[TargetKey, TargetSnapshot] = self._snapshot.targets
+        if changed:
+            rebuilt = dict(targets)
+            for key in changed:
+                runtime = self._targets.get(key)
+                if runtime is None:
+                    rebuilt.pop(key, None)
+                    continue
+                snapshot = build_target_snapshot(
+                    runtime,
+                    now=now,
+                    reuse=None if runtime.dirty else rebuilt.get(key),
+                    shown=self._settings.history_points_shown,
+                )
+                runtime.dirty = False
+                rebuilt[key] = snapshot
+                if snapshot.status is TargetStatus.READY and runtime.last_sample_at is not None:
+                    stale_at = math.nextafter(runtime.last_sample_at + runtime.spec.stale_after_seconds, math.inf)
+                    heapq.heappush(self._stale_at, (stale_at, next(self._pushed), key))
+            targets = MappingProxyType(rebuilt)
+        self._snapshot = EngineSnapshot(generated_at=now, generation=self._snapshot.generation + 1, targets=targets)
         published, self._published = self._published, asyncio.Event()
         published.set()
 

@@ -83,6 +83,9 @@ FIT_NICENESS = 10
 (GetMetrics answers, collection) wins the CPU whenever both want it."""
 
 
+SINGLE_THREADED_MATH = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def start_worker(parent_pid: int, niceness: int) -> None:
     """Worker initializer: die with the owner, and yield the CPU to it."""
     die_with_parent(parent_pid)
@@ -97,6 +100,10 @@ class FitPool(ProcessPoolExecutor):
     and run at a lower CPU priority than it."""
 
     def __init__(self, max_workers: int, niceness: int = FIT_NICENESS) -> None:
+        # One math thread per worker (spawned workers inherit this environment): a worker's
+        # BLAS/OpenMP pool would otherwise take every core from the daemon it serves.
+        for variable in SINGLE_THREADED_MATH:
+            os.environ.setdefault(variable, "1")
         self._owner_thread = threading.get_ident()
         super().__init__(
             max_workers=max_workers,

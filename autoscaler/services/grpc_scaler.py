@@ -74,8 +74,9 @@ class ScalerServiceSettings:
     """How long a call on a WARMING target waits for its first plan before UNAVAILABLE."""
     stream_resend_seconds: float = 30.0
     """StreamIsActive repeats an unchanged answer this often, so dead streams surface."""
-    spec_cache_size: int = 4096
-    """Parsed scalerMetadata kept per (namespace, name, metadata); least recently used go first."""
+    spec_cache_size: int = 16_384
+    """Parsed scalerMetadata kept per (namespace, name, metadata); least recently used go first.
+    Above the engine's default max_targets (10,000): a fleet polled round-robin must not miss."""
 
 
 @dataclass(slots=True, eq=False)

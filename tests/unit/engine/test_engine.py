@@ -61,9 +61,7 @@ class SwitchableSource:
 @pytest.fixture
 def source() -> SwitchableSource:
     trace = parse_trace((TRACES / "nasa_http_jul95.csv").read_text().splitlines())
-    replay = ReplayTrace(
-        name="nasa", values=trace.values, step_seconds=60.0, origin=ORIGIN, offset_rows=2 * 1440
-    )
+    replay = ReplayTrace(name="nasa", values=trace.values, step_seconds=60.0, origin=ORIGIN, offset_rows=2 * 1440)
     return SwitchableSource(ReplaySource([replay]))
 
 
@@ -149,3 +147,27 @@ async def test_empty_answers_never_become_zero(source: SwitchableSource) -> None
         assert not stale.servable
     finally:
         await engine.stop()
+
+
+async def test_a_fleet_on_one_step_is_published_ready_then_stale_together(
+    source: SwitchableSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many targets share step boundaries and staleAfter, so their stale times tie."""
+    engine, _ = await started_engine(source)
+    keys = [target_key("web", f"nasa-{index}", METADATA) for index in range(40)]
+
+    def all_are(status: TargetStatus) -> bool:
+        snapshots = [engine.snapshot().get(key) for key in keys]
+        return all(snapshot is not None and snapshot.status is status for snapshot in snapshots)
+
+    try:
+        for key in keys:
+            engine.ensure_target(key, parse_spec(METADATA))
+        await wait_until(lambda: all_are(TargetStatus.READY))
+        source.down = True
+        await wait_until(lambda: all_are(TargetStatus.STALE))
+        source.down = False
+        await wait_until(lambda: all_are(TargetStatus.READY))
+    finally:
+        await engine.stop()
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
