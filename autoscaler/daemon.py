@@ -28,7 +28,7 @@ from autoscaler.engine.engine import Engine, EngineHooks, EngineSettings
 from autoscaler.engine.sources import MetricSource
 from autoscaler.services import telemetry
 from autoscaler.services.grpc_scaler import ScalerServiceSettings
-from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
+from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings, Implementation
 from autoscaler.services.http_api import create_http_app
 from autoscaler.services.tls import TlsSettings
 from autoscaler.settings import GrpcSettings, Settings
@@ -136,7 +136,7 @@ def _grpc_server_settings(grpc: GrpcSettings) -> GrpcServerSettings:
     if grpc.tls_cert_file and grpc.tls_key_file:
         client_ca = Path(grpc.client_ca_file) if grpc.client_ca_file else None
         tls = TlsSettings(Path(grpc.tls_cert_file), Path(grpc.tls_key_file), client_ca)
-    implementation = "grpcio" if grpc.server == "grpcio" else "builtin"  # validated by load_settings
+    implementation: Implementation = "grpcio" if grpc.server == "grpcio" else "builtin"  # validated by load_settings
     return GrpcServerSettings(host=grpc.host, port=grpc.port, tls=tls, implementation=implementation)
 
 

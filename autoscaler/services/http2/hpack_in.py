@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from hpack.huffman_table import HPACKDecodingError, decode_huffman
+from hpack.exceptions import HPACKDecodingError
+from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
 
 from autoscaler.services.http2.wire import ErrorCode, ProtocolViolationError
