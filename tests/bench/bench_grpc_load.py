@@ -174,18 +174,28 @@ def parse_report(client: str, stdout: bytes) -> tuple[int, Run]:
     return int(report["count"]), run
 
 
-async def offer(client: Client, rate: int, seconds: float, cpu_seconds: Callable[[], float]) -> Run:
-    command = client_command(client, rate, seconds)
-    cpu_before = cpu_seconds()
-    environment = {**os.environ, "GOMAXPROCS": str(client.cores)}
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environment
+async def start_client(client: Client, rate: int, seconds: float) -> asyncio.subprocess.Process:
+    """The client offering `rate` calls a second for `seconds`, on `client.cores` cores."""
+    return await asyncio.create_subprocess_exec(
+        *client_command(client, rate, seconds),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "GOMAXPROCS": str(client.cores)},
     )
+
+
+async def client_report(client: Client, process: asyncio.subprocess.Process) -> tuple[int, Run]:
+    """Calls made and their figures, once the client has finished."""
     stdout, stderr = await process.communicate()
-    cpu = cpu_seconds() - cpu_before
     if process.returncode != 0:
         raise SystemExit(f"{client.kind} failed: {stderr.decode()[-2000:]}")
-    calls, run = parse_report(client.kind, stdout)
+    return parse_report(client.kind, stdout)
+
+
+async def offer(client: Client, rate: int, seconds: float, cpu_seconds: Callable[[], float]) -> Run:
+    cpu_before = cpu_seconds()
+    calls, run = await client_report(client, await start_client(client, rate, seconds))
+    cpu = cpu_seconds() - cpu_before
     return Run(**{**run.__dict__, "cpu_per_call_us": cpu / max(1, calls) * 1e6})
 
 

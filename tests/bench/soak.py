@@ -27,12 +27,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import signal
 import statistics
-import struct
 import tempfile
 import time
 from collections.abc import Sequence
@@ -51,7 +49,7 @@ from autoscaler.engine.engine import Engine, EngineSettings
 from autoscaler.engine.fit_pool import FitPool
 from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
 from autoscaler.sim.trace import parse_trace
-from tests.bench.bench_grpc_load import loadgen_binary
+from tests.bench.bench_grpc_load import Client, client_report, loadgen_binary, start_client, write_requests
 
 TRACE_DIRS = (Path("/work/shared/traces"), Path(__file__).resolve().parents[2] / "autoscaler" / "demo")
 NAMESPACE = "soak"
@@ -154,37 +152,19 @@ def worker_pids(executor: Executor) -> list[int]:
     return []
 
 
-def write_requests(targets: Sequence[Target], directory: Path) -> Path:
-    """Every target's GetMetricsRequest, length-prefixed, for the load generator."""
-    path = directory / "requests.bin"
-    chunks = []
-    for target in targets:
-        ref = pb2.ScaledObjectRef(name=target.name, namespace=NAMESPACE, scalerMetadata=target.metadata)
-        raw = pb2.GetMetricsRequest(scaledObjectRef=ref, metricName=target.metric_name).SerializeToString()
-        chunks.append(struct.pack(">I", len(raw)) + raw)
-    path.write_bytes(b"".join(chunks))
-    return path
+def metrics_requests(targets: Sequence[Target]) -> list[pb2.GetMetricsRequest]:
+    return [
+        pb2.GetMetricsRequest(
+            scaledObjectRef=pb2.ScaledObjectRef(name=target.name, namespace=NAMESPACE, scalerMetadata=target.metadata),
+            metricName=target.metric_name,
+        )
+        for target in targets
+    ]
 
 
-async def start_calls(
-    binary: str, port: int, requests: Path, rate: float, seconds: float
-) -> asyncio.subprocess.Process:
-    """GetMetrics round-robin over every target at `rate` per wall second, from another process
-    (one core, as KEDA's operator would be on its own node), for `seconds`."""
-    return await asyncio.create_subprocess_exec(
-        binary, "-addr", f"127.0.0.1:{port}", "-requests", str(requests), "-rate", f"{rate:g}",
-        "-duration", f"{seconds:.3f}s", "-concurrency", "64",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "GOMAXPROCS": "1"},
-    )  # fmt: skip
-
-
-async def finish_calls(process: asyncio.subprocess.Process) -> CallStats:
-    stdout, stderr = await process.communicate()
-    if process.returncode != 0:
-        raise SystemExit(f"loadgen failed: {stderr.decode()[-2000:]}")
-    report = json.loads(stdout)
-    failures = sum(count for code, count in report["codes"].items() if code != "OK")
-    return CallStats(report["calls"], failures, report["p50_ms"], report["p99_ms"])
+async def finish_calls(client: Client, process: asyncio.subprocess.Process) -> CallStats:
+    calls, run = await client_report(client, process)
+    return CallStats(calls, sum(run.errors.values()), run.p50, run.p99)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -292,7 +272,10 @@ async def soak(arguments: argparse.Namespace) -> list[HourStats]:
         asyncio.get_running_loop().add_signal_handler(signum, interrupted.set)
     calls: asyncio.subprocess.Process | None = None
     with tempfile.TemporaryDirectory() as directory:
-        requests, binary = write_requests(targets, Path(directory)), loadgen_binary()
+        # GetMetrics round-robin over every target from another process on one core, as
+        # KEDA's operator would be on its own node.
+        requests = write_requests(metrics_requests(targets), Path(directory), "loadgen")
+        client = Client("loadgen", loadgen_binary(), port, requests, callers=64, cores=1)
         try:
             for hour in range(arguments.virtual_hours + 1):
                 wait = (start + hour * 3600.0 - clock.now()) / clock.speed
@@ -300,13 +283,12 @@ async def soak(arguments: argparse.Namespace) -> list[HourStats]:
                     await asyncio.wait_for(interrupted.wait(), max(0.0, wait))
                 if interrupted.is_set():
                     break
-                hour_calls = CallStats() if calls is None else await finish_calls(calls)
+                hour_calls = CallStats() if calls is None else await finish_calls(client, calls)
                 rows.append(hour_stats(engine, clock, hour=hour, executor=executor, calls=hour_calls, step=step))
                 print_row(rows[-1])
                 if hour < arguments.virtual_hours:
                     # Ends a little before the hour does, so its figures are in by then.
-                    seconds = 0.95 * 3600.0 / clock.speed
-                    calls = await start_calls(binary, port, requests, arguments.call_rate, seconds)
+                    calls = await start_client(client, arguments.call_rate, 0.95 * 3600.0 / clock.speed)
         finally:
             if calls is not None and calls.returncode is None:
                 calls.kill()
@@ -328,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fit-workers", type=int, default=1)
     parser.add_argument("--executor", choices=("process", "thread"), default="process")
     parser.add_argument(
-        "--call-rate", type=float, default=350.0, help="GetMetrics per wall second (KEDA: targets / 15 s HPA period)"
+        "--call-rate", type=int, default=350, help="GetMetrics per wall second (KEDA: targets / 15 s HPA period)"
     )
     arguments = parser.parse_args(argv)
     started = time.monotonic()
