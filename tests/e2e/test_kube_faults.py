@@ -21,8 +21,7 @@ import asyncio
 import json
 import ssl
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -87,21 +86,6 @@ class SleepLog:
     def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
         time.sleep(seconds / 10)
-
-
-@pytest.fixture(scope="module")
-def admin_api(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
-    with control_plane.api_client() as api_client:
-        yield api_client
-
-
-@pytest.fixture
-def namespace(admin_api: client.ApiClient) -> Iterator[str]:
-    core: Any = client.CoreV1Api(admin_api)
-    name = f"kube-faults-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
 
 
 @pytest_asyncio.fixture
@@ -178,12 +162,12 @@ async def one_pass(view: FakeEngineView, actuator: KubeActuator, recorder: Recor
 
 
 @pytest.fixture
-def workload(admin_api: client.ApiClient, namespace: str) -> str:
-    return create_workload(admin_api, namespace, NO_POOL)
+def workload(api: client.ApiClient, namespace: str) -> str:
+    return create_workload(api, namespace, NO_POOL)
 
 
 async def test_apiserver_unreachable_is_retried_with_backoff_then_reported(
-    admin_api: client.ApiClient, namespace: str, workload: str
+    api: client.ApiClient, namespace: str, workload: str
 ) -> None:
     closed = FaultProxy("http://127.0.0.1:1")
     await closed.start()
@@ -208,7 +192,7 @@ async def test_apiserver_unreachable_is_retried_with_backoff_then_reported(
 )
 async def test_throttling_and_unavailability_are_retried_then_written(
     *,
-    admin_api: client.ApiClient,
+    api: client.ApiClient,
     namespace: str,
     workload: str,
     proxy: FaultProxy,
@@ -233,16 +217,16 @@ async def test_throttling_and_unavailability_are_retried_then_written(
     if retry_after is not None:
         assert all(delay >= retry_after for delay in sleep.delays), sleep.delays
     assert recorder.metric("created") == 1.0
-    assert_spec_intact(admin_api, namespace, BUFFER)
+    assert_spec_intact(api, namespace, BUFFER)
 
 
 @pytest.mark.parametrize(("status", "reason"), [(403, "Forbidden"), (409, "Conflict")])
 async def test_refused_writes_are_not_retried_and_leave_the_placeholder_intact(
-    *, admin_api: client.ApiClient, namespace: str, workload: str, proxy: FaultProxy, status: int, reason: str
+    *, api: client.ApiClient, namespace: str, workload: str, proxy: FaultProxy, status: int, reason: str
 ) -> None:
     view, recorder = FakeEngineView(), Recorder()
     assert await one_pass(view, actuator_via(proxy.url, SleepLog()), recorder, namespace) == "created"
-    before = read_placeholder(admin_api, namespace)
+    before = read_placeholder(api, namespace)
     await proxy.set(
         FaultSetting(Fault.HTTP_ERROR, status=status, body=status_body(status, reason), applies_to=on_deployment_writes)
     )
@@ -253,31 +237,30 @@ async def test_refused_writes_are_not_retried_and_leave_the_placeholder_intact(
     assert intent.result == "error" and str(status) in (intent.error or ""), intent
     assert proxy.faulted == 1 and sleep.delays == [], "a refused write was retried"
     assert recorder.results[-1][0] == "error" and recorder.metric("error") == 1.0
-    after = read_placeholder(admin_api, namespace)
+    after = read_placeholder(api, namespace)
     assert after["metadata"]["generation"] == before["metadata"]["generation"], "the refused write changed the spec"
-    assert_spec_intact(admin_api, namespace, BUFFER)
+    assert_spec_intact(api, namespace, BUFFER)
+
+
+async def pass_after_another_writer(api: client.ApiClient, namespace: str, *, replicas: int | None) -> str:
+    """Create the placeholder, let `tamper` change it behind our back, and run the next pass."""
+    view, recorder = FakeEngineView(), Recorder()
+    actuator = KubeActuator(api, ActuatorSettings(retry=RETRY, writes_per_minute=600, write_burst=50))
+    assert await one_pass(view, actuator, recorder, namespace) == "created"
+    await asyncio.to_thread(tamper, api, namespace, replicas=replicas)
+    return await one_pass(view, actuator, recorder, namespace)
 
 
 async def test_a_concurrent_writer_is_overwritten_on_the_next_pass(
-    admin_api: client.ApiClient, namespace: str, workload: str
+    api: client.ApiClient, namespace: str, workload: str
 ) -> None:
-    view, recorder = FakeEngineView(), Recorder()
-    actuator = KubeActuator(admin_api, ActuatorSettings(retry=RETRY, writes_per_minute=600, write_burst=50))
-    assert await one_pass(view, actuator, recorder, namespace) == "created"
-    await asyncio.to_thread(tamper, admin_api, namespace, replicas=7)
-    assert await one_pass(view, actuator, recorder, namespace) == "updated"
-    wait_for(
-        "the placeholder spec restored", lambda: read_placeholder(admin_api, namespace)["spec"]["replicas"] == BUFFER
-    )
-    assert_spec_intact(admin_api, namespace, BUFFER)
+    assert await pass_after_another_writer(api, namespace, replicas=7) == "updated"
+    wait_for("the placeholder spec restored", lambda: read_placeholder(api, namespace)["spec"]["replicas"] == BUFFER)
+    assert_spec_intact(api, namespace, BUFFER)
 
 
 async def test_a_template_edit_that_keeps_replicas_is_repaired(
-    admin_api: client.ApiClient, namespace: str, workload: str
+    api: client.ApiClient, namespace: str, workload: str
 ) -> None:
-    view, recorder = FakeEngineView(), Recorder()
-    actuator = KubeActuator(admin_api, ActuatorSettings(retry=RETRY, writes_per_minute=600, write_burst=50))
-    assert await one_pass(view, actuator, recorder, namespace) == "created"
-    await asyncio.to_thread(tamper, admin_api, namespace, replicas=None)
-    await one_pass(view, actuator, recorder, namespace)
-    assert_spec_intact(admin_api, namespace, BUFFER)
+    await pass_after_another_writer(api, namespace, replicas=None)
+    assert_spec_intact(api, namespace, BUFFER)
