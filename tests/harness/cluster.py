@@ -345,6 +345,25 @@ class FakeNodeSpec:
     taints: list[dict[str, str]] = field(default_factory=list)
 
 
+def spawn_logged(
+    argv: Sequence[str], log: Path, workdir: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `argv` with its output appended to `log` (after the command line itself), in a
+    process group of its own, so that stopping it kills its children too."""
+    with log.open("ab") as handle:
+        handle.write(("$ " + " ".join(argv) + "\n").encode())
+        handle.flush()
+        return subprocess.Popen(
+            list(argv),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+            env=None if env is None else dict(env),
+            start_new_session=True,
+        )
+
+
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on 127.0.0.1.
 
@@ -447,18 +466,7 @@ class ControlPlane:
 
     def _spawn(self, name: str, argv: Sequence[str]) -> _Proc:
         log = self.log_dir / f"{name}.log"
-        with log.open("ab") as f:
-            f.write(("$ " + " ".join(argv) + "\n").encode())
-            f.flush()
-            popen = subprocess.Popen(
-                list(argv),
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-                start_new_session=True,  # own process group: stop() kills it and any children
-            )
-        proc = _Proc(name, popen, log)
+        proc = _Proc(name, spawn_logged(argv, log, self.workdir), log)
         self._procs[name] = proc
         return proc
 

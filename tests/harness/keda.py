@@ -46,6 +46,7 @@ from tests.harness.cluster import (
     bin_dir,
     free_port,
     load_versions,
+    spawn_logged,
 )
 
 BUILD_SCRIPT = HARNESS_DIR / "build_keda.sh"
@@ -207,18 +208,7 @@ class Keda:
 
     def _spawn(self, name: str, argv: Sequence[str]) -> _Process:
         log = self.log_dir / f"{name}.log"
-        with log.open("ab") as handle:
-            handle.write(("$ " + " ".join(argv) + "\n").encode())
-            handle.flush()
-            popen = subprocess.Popen(
-                list(argv),
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-                env=self._environment(),
-                start_new_session=True,
-            )
+        popen = spawn_logged(argv, log, self.workdir, env=self._environment())
         process = _Process(name, popen, log)
         self._processes[name] = process
         return process
