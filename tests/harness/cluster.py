@@ -364,6 +364,20 @@ def spawn_logged(
         )
 
 
+def stop_group(popen: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """SIGTERM a process started by `spawn_logged` and its children; SIGKILL after `timeout_s`."""
+    if popen.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, signal.SIGTERM)
+    try:
+        popen.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait(timeout=timeout_s)
+
+
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on 127.0.0.1.
 
@@ -454,15 +468,7 @@ class ControlPlane:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _stop_proc(self, proc: _Proc, timeout_s: float = 15.0) -> None:
-        if proc.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.popen.pid, signal.SIGTERM)
-            try:
-                proc.popen.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.popen.pid, signal.SIGKILL)
-                proc.popen.wait(timeout=timeout_s)
+        stop_group(proc.popen, timeout_s)
 
     def _spawn(self, name: str, argv: Sequence[str]) -> _Proc:
         log = self.log_dir / f"{name}.log"

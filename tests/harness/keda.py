@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import signal
 import subprocess
 import tempfile
 import urllib.parse
@@ -47,6 +46,7 @@ from tests.harness.cluster import (
     free_port,
     load_versions,
     spawn_logged,
+    stop_group,
 )
 
 BUILD_SCRIPT = HARNESS_DIR / "build_keda.sh"
@@ -120,16 +120,7 @@ class _Process:
             return "<no log>"
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        if self.popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=timeout_s)
+        stop_group(self.popen, timeout_s)
 
 
 class Keda:
