@@ -4,7 +4,8 @@ Each registered target runs one asyncio task on the engine's clock. A step of th
 task reads the latest sample, folds it into the target's `TargetPipeline` (O(1)),
 plans, and marks the target dirty; a publisher task swaps in a new immutable
 `EngineSnapshot` once per tick. Model refits run in an executor (a process by
-default), so no request handler and no collection step ever waits for a fit.
+default), so no request handler and no collection step ever waits for a fit; due
+refits wait in a `FitQueue`, a few at a time in the executor.
 
 Targets collect at a fixed phase after each step boundary (`collection_phase`), so a
 fleet does not wake at one instant, and their CPU-bound steps take `Turns`: one per
@@ -16,7 +17,8 @@ Failure policy (docs/reliability.md has the table):
   sample is older than `staleAfter`; then the target turns STALE and the gRPC layer
   answers UNAVAILABLE, so KEDA's fallback applies. A missing value is never a zero.
 - steps missed by an outage (or by a late tick) are fetched with one range query and
-  folded in order before the next sample, so history has no hole.
+  folded in order before the next sample, so history has no hole; a run of empty or
+  NaN answers is fetched once more when it ends, for data that arrived late.
 - a fit that fails keeps the previous model (the pipeline falls back to simpler ones).
 """
 
@@ -40,6 +42,7 @@ from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot, TargetSta
 from autoscaler.domain.spec import ScalerSpec, metric_name_for
 from autoscaler.domain.types import TargetKey
 from autoscaler.engine.api import UnknownEndpointError
+from autoscaler.engine.fit_queue import FitQueue
 from autoscaler.engine.runtime import TargetRuntime, build_target_snapshot
 from autoscaler.engine.sources import MetricSource
 from autoscaler.engine.turns import Turns
@@ -58,6 +61,9 @@ class EngineSettings:
     publish_coalesce_seconds: float = 0.02
     """Least wall time between two publishes: a fleet's steps arrive one turn at a time,
     and each would otherwise publish on its own."""
+    concurrent_fits: int = 2
+    """Fits handed to the executor at once; the rest wait in the `FitQueue`. One more
+    than the fit workers keeps every worker busy."""
 
 
 @dataclass(slots=True)
@@ -91,6 +97,7 @@ class Engine:
         self._wake_publisher = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
         self._turns = Turns()
+        self._fits = FitQueue(self._settings.concurrent_fits)
         self._changed: set[TargetKey] = set()
         """Targets whose published snapshot must be rebuilt, or dropped once evicted."""
         self._stale_at: list[tuple[float, int, TargetKey]] = []
@@ -133,9 +140,7 @@ class Engine:
     async def wait_next(self, generation: int, timeout: float) -> EngineSnapshot:
         if self._snapshot.generation > generation:
             return self._snapshot
-        published = self._published
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(published.wait(), timeout)
+        await wait_until_set(self._published, timeout)
         return self._snapshot
 
     # ---- lifecycle ----------------------------------------------------------------
@@ -213,13 +218,24 @@ class Engine:
         except Exception as error:
             self._record_source_error(runtime, "query", error)
             return
-        previous = runtime.collected_until
         step = spec.step_seconds
-        if previous is not None and math.floor(now / step) - math.floor(previous / step) > 1:
-            # Steps were missed (an outage, or this task ran late): fetch them in order
-            # before the new sample, so history has no hole and the model sees each step.
-            since = (math.floor(previous / step) + 1) * step
-            await self._backfill(runtime, source, since=since, until=math.floor(now / step) * step)
+        has_value = sample is not None and math.isfinite(sample.value)
+        since = first_step_to_refetch(
+            now=now,
+            step_seconds=step,
+            collected_until=runtime.collected_until,
+            missing_since=runtime.missing_since,
+            has_value=has_value,
+        )
+        if since is not None:
+            # Before the new sample, so history has no hole and the model sees each step in order.
+            until = math.floor(now / step) * step
+            oldest_kept = until - spec.history_window_seconds
+            fetched = await self._backfill(runtime, source, since=max(since, oldest_kept), until=until)
+            if fetched and has_value:
+                runtime.missing_since = None
+        if not has_value and runtime.missing_since is None:
+            runtime.missing_since = now
         runtime.collected_until = now
         async with self._turns.turn():
             if sample is None:
@@ -234,24 +250,45 @@ class Engine:
             self._schedule_refit(runtime, now)
             self._decide(runtime, now)
 
-    async def _backfill(self, runtime: TargetRuntime, source: MetricSource, *, since: float, until: float) -> None:
+    async def _backfill(self, runtime: TargetRuntime, source: MetricSource, *, since: float, until: float) -> bool:
+        """Fold the steps in [since, until) in from a range query; False when it failed."""
         spec = runtime.spec
         try:
             points = await source.range(spec.query, start=since, end=until, step_seconds=spec.step_seconds)
         except Exception as error:
             self._record_source_error(runtime, "backfill", error)
-            return
+            return False
         async with self._turns.turn():
             filled = _observe_all(runtime, [point for point in points if point[0] < until])
         log.info("backfilled missed steps", extra={"target": str(runtime.key), "points": filled, "since": since})
+        return True
 
     def _schedule_refit(self, runtime: TargetRuntime, now: float) -> None:
-        """Start a background refit when one is due and none runs."""
-        if runtime.fit_task is None and runtime.pipeline.history_points > 0 and runtime.pipeline.refit_due(now):
+        """Queue a refit when one is due and none waits or runs."""
+        pipeline = runtime.pipeline
+        if pipeline.history_points > 0 and not self._fits.is_pending(runtime.key) and pipeline.refit_due(now):
+            self._fits.request(runtime.key, has_model=pipeline.chosen_model is not None)
+            self._start_fits()
+
+    def _start_fits(self) -> None:
+        while (key := self._fits.start_next()) is not None:
+            runtime = self._targets.get(key)
+            if runtime is None:  # evicted while it waited
+                self._fits.finished(key)
+                continue
             runtime.fit_task = asyncio.get_running_loop().create_task(self._refit(runtime))
 
     async def _refit(self, runtime: TargetRuntime) -> None:
-        inputs = runtime.pipeline.refit_inputs()
+        try:
+            await self._fit_and_install(runtime)
+        finally:
+            runtime.fit_task = None
+            self._fits.finished(runtime.key)
+            if not self._stopping:
+                self._start_fits()
+
+    async def _fit_and_install(self, runtime: TargetRuntime) -> None:
+        inputs = runtime.pipeline.refit_inputs()  # read now, so a fit that waited sees the newest data
         started = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
@@ -261,8 +298,6 @@ class Engine:
             log.warning("refit failed", extra={"target": str(runtime.key), "error": str(error)})
             self._mark_dirty(runtime)
             return
-        finally:
-            runtime.fit_task = None
         runtime.pipeline.install(fitted)
         runtime.last_fit_seconds = time.perf_counter() - started
         if self._hooks.on_fit:
@@ -310,6 +345,7 @@ class Engine:
         log.info("target evicted after idle TTL", extra={"target": str(runtime.key)})
         self._targets.pop(runtime.key, None)
         self._tasks.pop(runtime.key, None)
+        self._fits.discard(runtime.key)
         self._changed.add(runtime.key)
         self._wake_publisher.set()
 
@@ -321,8 +357,7 @@ class Engine:
 
     async def _publish_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_publisher.wait(), self._settings.tick_seconds)
+            await wait_until_set(self._wake_publisher, self._settings.tick_seconds)
             self._wake_publisher.clear()
             try:
                 self._publish()
@@ -362,6 +397,18 @@ class Engine:
         published.set()
 
 
+async def wait_until_set(event: asyncio.Event, timeout: float) -> None:
+    """Wait for `event`, at most `timeout` seconds.
+
+    Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that arrives as the
+    event is set (CPython gh-86296), and `stop()` would wait forever for a loop that
+    carries on. `asyncio.timeout` tells its own expiry from a cancellation.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+
+
 def collection_phase(key: TargetKey, step_seconds: float) -> float:
     """Seconds after each step boundary at which this target collects (the step's own sample).
 
@@ -370,6 +417,23 @@ def collection_phase(key: TargetKey, step_seconds: float) -> float:
     """
     spread = min(0.2 * step_seconds, 10.0)
     return zlib.crc32(str(key).encode()) / 2**32 * spread
+
+
+def first_step_to_refetch(
+    *, now: float, step_seconds: float, collected_until: float | None, missing_since: float | None, has_value: bool
+) -> float | None:
+    """The first step before `now` to fetch again with a range query, or None.
+
+    Steps never asked for (an outage, or a collection that ran late) are fetched at once.
+    A run of empty or NaN answers is fetched once more when it ends: data that arrived
+    late (remote write, federation, a slow recording rule) is there by then.
+    """
+    starts = []
+    if collected_until is not None and math.floor(now / step_seconds) - math.floor(collected_until / step_seconds) > 1:
+        starts.append((math.floor(collected_until / step_seconds) + 1) * step_seconds)
+    if has_value and missing_since is not None:
+        starts.append(missing_since)
+    return min(starts, default=None)
 
 
 def _observe_all(runtime: TargetRuntime, points: list[tuple[float, float]]) -> int:

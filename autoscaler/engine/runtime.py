@@ -27,6 +27,8 @@ class TargetRuntime:
     last_error: str | None = None
     source_errors: int = 0
     collected_until: float | None = None
+    missing_since: float | None = None
+    """The first step of the current run of empty or NaN answers, fetched again once it ends."""
     last_sample_at: float | None = None
     last_contact: float = 0.0
     last_fit_seconds: float | None = None

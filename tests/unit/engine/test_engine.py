@@ -18,7 +18,7 @@ from autoscaler.adapters.replay import ReplaySample, ReplaySource, ReplayTrace
 from autoscaler.domain.snapshot import TargetStatus
 from autoscaler.domain.spec import parse_spec, target_key
 from autoscaler.engine.api import UnknownEndpointError
-from autoscaler.engine.engine import Engine, EngineSettings
+from autoscaler.engine.engine import Engine, EngineSettings, first_step_to_refetch
 from autoscaler.sim.trace import parse_trace
 
 TRACES = Path(__file__).parents[4] / "shared" / "traces"
@@ -149,6 +149,54 @@ async def test_empty_answers_never_become_zero(source: SwitchableSource) -> None
         await engine.stop()
 
 
+async def test_a_run_of_empty_answers_is_fetched_again_when_it_ends(source: SwitchableSource) -> None:
+    engine, clock = await started_engine(source)
+    key = target_key("web", "nasa", METADATA)
+    try:
+        engine.ensure_target(key, parse_spec(METADATA))
+        await engine.wait_for_target(key, timeout=30)
+        source.empty = True
+        empty_from = clock.now()
+        await wait_until(lambda: clock.now() - empty_from >= 10 * 60)
+        source.empty = False
+        await wait_until(lambda: engine.snapshot().targets[key].last_sample_at > clock.now() - 60)
+        await wait_until(lambda: engine.snapshot().targets[key].history_timestamps[-1] > empty_from + 11 * 60)
+        recovered = engine.snapshot().targets[key]
+        during = (recovered.history_timestamps >= empty_from) & (recovered.history_timestamps < empty_from + 10 * 60)
+        assert during.sum() >= 9
+        assert not np.isnan(recovered.history_values[during]).any(), "the empty run was not fetched again"
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize(
+    ("collected_until", "missing_since", "has_value", "expected"),
+    [
+        (None, None, True, None),  # first collection after the warm start
+        (540.0, None, True, None),  # the previous step: nothing missed
+        (420.0, None, True, 480.0),  # two steps never asked for
+        (420.0, None, False, 480.0),  # fetched at once, even while answers are empty
+        (540.0, 300.0, True, 300.0),  # an empty run just ended
+        (540.0, 300.0, False, None),  # still empty: wait for the run to end
+        (420.0, 300.0, True, 300.0),  # both: from the earlier
+        (420.0, 500.0, True, 480.0),
+    ],
+)
+def test_first_step_to_refetch(
+    collected_until: float | None, missing_since: float | None, has_value: bool, expected: float | None
+) -> None:
+    assert (
+        first_step_to_refetch(
+            now=600.0,
+            step_seconds=60.0,
+            collected_until=collected_until,
+            missing_since=missing_since,
+            has_value=has_value,
+        )
+        == expected
+    )
+
+
 async def test_a_fleet_on_one_step_is_published_ready_then_stale_together(
     source: SwitchableSource, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -171,3 +219,15 @@ async def test_a_fleet_on_one_step_is_published_ready_then_stale_together(
     finally:
         await engine.stop()
     assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
+async def test_stop_ends_the_publisher_even_when_it_was_just_woken(source: SwitchableSource) -> None:
+    """On Python 3.11, asyncio.wait_for swallows a cancellation that arrives as the
+    awaited event is set (CPython gh-86296), and the publisher would then run forever."""
+    clock = ScaledClock(start=ORIGIN, speed=SPEED)
+    settings = EngineSettings(tick_seconds=60)
+    engine = Engine(sources={"replay": source}, clock=clock, fit_executor=None, settings=settings)
+    await engine.start()
+    await asyncio.sleep(0.1)  # the publisher now waits for a wake-up
+    engine.ensure_target(target_key("web", "nasa", METADATA), parse_spec(METADATA))  # wakes it
+    await asyncio.wait_for(engine.stop(), timeout=5)
