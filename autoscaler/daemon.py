@@ -26,6 +26,7 @@ from autoscaler.engine import fit_pool
 from autoscaler.engine.actuation import ActuationHandle, start_actuation
 from autoscaler.engine.engine import Engine, EngineHooks, EngineSettings
 from autoscaler.engine.sources import MetricSource
+from autoscaler.gc_pacing import PacedCollector
 from autoscaler.services import telemetry
 from autoscaler.services.grpc_scaler import ScalerServiceSettings
 from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings, Implementation
@@ -77,7 +78,11 @@ async def run_daemon(
         sources=sources,
         clock=clock,
         fit_executor=executor,
-        settings=EngineSettings(tick_seconds=settings.engine.tick_seconds, max_targets=settings.engine.max_targets),
+        settings=EngineSettings(
+            tick_seconds=settings.engine.tick_seconds,
+            max_targets=settings.engine.max_targets,
+            concurrent_fits=settings.engine.fit_workers + 1,
+        ),
         hooks=_hooks(),
     )
     for (namespace, name), metadata in (preregistered or {}).items():
@@ -102,6 +107,10 @@ async def run_daemon(
     http_port = runner.addresses[0][1]
 
     actuation = await _start_actuation(settings, engine)
+    collector = None
+    if settings.engine.full_collection_seconds:
+        collector = PacedCollector(settings.engine.full_collection_seconds)
+        collector.start()  # last, so all the daemon set up is frozen out of collections
 
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -125,6 +134,8 @@ async def run_daemon(
         if actuation is not None:
             await actuation.stop()
         await engine.stop()
+        if collector is not None:
+            await collector.stop()
         telemetry.uninstall_collector()
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)

@@ -68,6 +68,8 @@ class EngineTuning:
     fit_in_process: bool = True
     tick_seconds: float = 1.0
     max_targets: int = 10_000
+    full_collection_seconds: float = 120.0
+    """Period of full garbage collections (autoscaler/gc_pacing.py); 0 leaves them to CPython."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,4 +257,6 @@ def _apply_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settin
     if settings.actuator.mode not in ACTUATOR_MODES:
         modes = ", ".join(ACTUATOR_MODES)
         raise ConfigError(f"actuator.mode: {settings.actuator.mode!r} is not one of {modes}")
+    if not settings.engine.full_collection_seconds >= 0:
+        raise ConfigError("engine.fullCollectionSeconds: must be 0 (CPython's own pacing) or a period in seconds")
     return settings

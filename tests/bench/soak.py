@@ -2,7 +2,7 @@
 
     nice -n 10 .venv/bin/python -m tests.bench.soak [--targets 5000] [--virtual-hours 24]
         [--speed 120] [--step 60s] [--history 6h] [--model auto] [--fit-workers 1]
-        [--executor process|thread]
+        [--executor process|thread] [--full-collection-seconds 120]
 
 Every target replays one of the shared real traces (`/work/shared/traces`, else the
 demo's bundled ones) from its own offset, through `ReplaySource` on a `ScaledClock`
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import signal
@@ -47,7 +48,9 @@ from autoscaler.domain.snapshot import TargetStatus
 from autoscaler.domain.spec import metric_name_for, parse_duration, parse_spec, target_key
 from autoscaler.engine.engine import Engine, EngineSettings
 from autoscaler.engine.fit_pool import FitPool
+from autoscaler.gc_pacing import PacedCollector
 from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
+from autoscaler.settings import EngineTuning
 from autoscaler.sim.trace import parse_trace
 from tests.bench.bench_grpc_load import Client, client_report, loadgen_binary, start_client, write_requests
 
@@ -79,6 +82,36 @@ class HourStats:
     failures: int
     p50_ms: float
     p99_ms: float
+    full_collections: int
+    longest_gc_ms: float
+    tracked_objects: int
+
+
+class GcPauses:
+    """The garbage collector's pauses on the daemon's thread, per virtual hour: a full
+    collection stops the event loop, and so every GetMetrics waiting on it."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self.full_collections = 0
+        self.longest_ms = 0.0
+        gc.callbacks.append(self._observe)
+
+    def _observe(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        paused_ms = (time.perf_counter() - self._started) * 1000.0
+        self.longest_ms = max(self.longest_ms, paused_ms)
+        self.full_collections += info["generation"] == 2
+
+    def take(self) -> tuple[int, float]:
+        taken = (self.full_collections, self.longest_ms)
+        self.full_collections, self.longest_ms = 0, 0.0
+        return taken
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._observe)
 
 
 @dataclass(frozen=True)
@@ -172,13 +205,21 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def hour_stats(
-    engine: Engine, clock: ScaledClock, *, hour: int, executor: Executor, calls: CallStats, step: float
+    engine: Engine,
+    clock: ScaledClock,
+    *,
+    hour: int,
+    executor: Executor,
+    calls: CallStats,
+    step: float,
+    pauses: GcPauses,
 ) -> HourStats:
     now = clock.now()
     targets = list(engine.snapshot().targets.values())
     # A target without any sample yet counts as not fresh; the percentiles cover the others.
     ages = [now - t.last_sample_at for t in targets if t.last_sample_at is not None]
     total = max(1, len(targets))
+    full_collections, longest_gc_ms = pauses.take()
     return HourStats(
         virtual_hour=hour,
         rss_mib=rss_mib(os.getpid()),
@@ -193,6 +234,9 @@ def hour_stats(
         failures=calls.failures,
         p50_ms=calls.p50_ms,
         p99_ms=calls.p99_ms,
+        full_collections=full_collections,
+        longest_gc_ms=longest_gc_ms,
+        tracked_objects=len(gc.get_objects()),
     )
 
 
@@ -201,7 +245,8 @@ def print_row(stats: HourStats) -> None:
         f"{stats.virtual_hour:>4} {stats.rss_mib:>8.0f} {stats.worker_rss_mib:>8.0f} "
         f"{stats.age_p50:>7.0f} {stats.age_p99:>7.0f} {stats.age_max:>7.0f} "
         f"{stats.fresh_share:>6.1%} {stats.servable_share:>6.1%} {stats.fitted_share:>6.1%} "
-        f"{stats.calls:>6} {stats.failures:>5} {stats.p50_ms:>7.2f} {stats.p99_ms:>7.2f}",
+        f"{stats.calls:>6} {stats.failures:>5} {stats.p50_ms:>7.2f} {stats.p99_ms:>7.2f} "
+        f"{stats.full_collections:>4} {stats.longest_gc_ms:>7.1f} {stats.tracked_objects / 1e6:>7.2f}",
         flush=True,
     )
 
@@ -222,9 +267,10 @@ def print_summary(rows: Sequence[HourStats], arguments: argparse.Namespace, wall
     median_p50 = statistics.median([row.p50_ms for row in rows if row.calls] or [nan])
     print()
     print(
-        f"targets {arguments.targets}, virtual hours {len(rows)}, speed {arguments.speed:g}x, "
+        f"targets {arguments.targets}, virtual hours {len(rows) - 1}, speed {arguments.speed:g}x, "
         f"step {arguments.step}, history {arguments.history}, model {arguments.model}, "
-        f"fit workers {arguments.fit_workers} ({arguments.executor}), wall {wall_seconds:.0f}s"
+        f"fit workers {arguments.fit_workers} ({arguments.executor}), "
+        f"full collections every {arguments.full_collection_seconds:g}s, wall {wall_seconds:.0f}s"
     )
     print(f"RSS growth after hour 1: {growth:+.2f} MiB/virtual hour (daemon), {worker_growth:+.2f} (fit workers)")
     print(
@@ -256,7 +302,10 @@ async def soak(arguments: argparse.Namespace) -> list[HourStats]:
         clock=clock,
         fit_executor=executor,
         settings=EngineSettings(
-            tick_seconds=1.0, max_targets=arguments.targets + 1, idle_target_ttl_seconds=10 * 86400.0
+            tick_seconds=1.0,
+            max_targets=arguments.targets + 1,
+            idle_target_ttl_seconds=10 * 86400.0,
+            concurrent_fits=arguments.fit_workers + 1,  # as the daemon sets it
         ),
     )
     for target in targets:
@@ -264,13 +313,20 @@ async def soak(arguments: argparse.Namespace) -> list[HourStats]:
     await engine.start()
     server = GrpcServer(engine, GrpcServerSettings(host="127.0.0.1", port=0), clock=clock.now)
     port = await server.start()
-    print(" hour  rss_MiB work_MiB  age_p50 age_p99 age_max  fresh  serve fitted  calls  fail  p50_ms  p99_ms")
+    collector = PacedCollector(arguments.full_collection_seconds) if arguments.full_collection_seconds else None
+    if collector is not None:
+        collector.start()  # as the daemon does once it is up
+    print(
+        " hour  rss_MiB work_MiB  age_p50 age_p99 age_max  fresh  serve fitted  calls  fail  p50_ms  p99_ms"
+        "  gc2   gc_ms  objs_M"
+    )
     rows: list[HourStats] = []
     # SIGTERM or SIGINT ends the run early with the summary of the hours so far.
     interrupted = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, interrupted.set)
     calls: asyncio.subprocess.Process | None = None
+    pauses = GcPauses()
     with tempfile.TemporaryDirectory() as directory:
         # GetMetrics round-robin over every target from another process on one core, as
         # KEDA's operator would be on its own node.
@@ -284,7 +340,11 @@ async def soak(arguments: argparse.Namespace) -> list[HourStats]:
                 if interrupted.is_set():
                     break
                 hour_calls = CallStats() if calls is None else await finish_calls(client, calls)
-                rows.append(hour_stats(engine, clock, hour=hour, executor=executor, calls=hour_calls, step=step))
+                rows.append(
+                    hour_stats(
+                        engine, clock, hour=hour, executor=executor, calls=hour_calls, step=step, pauses=pauses
+                    )
+                )
                 print_row(rows[-1])
                 if hour < arguments.virtual_hours:
                     # Ends a little before the hour does, so its figures are in by then.
@@ -295,7 +355,10 @@ async def soak(arguments: argparse.Namespace) -> list[HourStats]:
                 await calls.wait()
             await server.stop(1)
             await engine.stop()
+            if collector is not None:
+                await collector.stop()
             executor.shutdown(wait=False, cancel_futures=True)
+            pauses.close()
     return rows
 
 
@@ -311,6 +374,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--executor", choices=("process", "thread"), default="process")
     parser.add_argument(
         "--call-rate", type=int, default=350, help="GetMetrics per wall second (KEDA: targets / 15 s HPA period)"
+    )
+    parser.add_argument(
+        "--full-collection-seconds",
+        type=float,
+        default=EngineTuning().full_collection_seconds,
+        help="wall seconds between full collections, as engine.fullCollectionSeconds; 0: CPython decides",
     )
     arguments = parser.parse_args(argv)
     started = time.monotonic()
