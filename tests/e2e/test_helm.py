@@ -208,6 +208,24 @@ def test_helm_template_wires_mutual_tls(helm: Helm, tmp_path: Path) -> None:
     } == {"llm", "search"}
 
 
+def test_helm_template_passes_the_grpc_server_and_engine_tuning(helm: Helm, tmp_path: Path) -> None:
+    docs = helm.template(
+        None,
+        "--set",
+        "config.grpc.server=grpcio",
+        "--set",
+        "config.engine.fitWorkers=3",
+        "--set",
+        "config.engine.fullCollectionSeconds=0",
+    )
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(_one(docs, "ConfigMap", "-config")["data"]["config.yaml"])
+    settings = load_settings(str(config_file), environ={})
+    assert settings.grpc.server == "grpcio"
+    assert (settings.engine.fit_workers, settings.engine.full_collection_seconds) == (3, 0)
+    assert settings.engine.max_targets == 10_000
+
+
 def test_service_monitor_renders_where_the_api_is_served(helm: Helm) -> None:
     docs = helm.template(
         None, "--set", "serviceMonitor.enabled=true", "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"
@@ -227,6 +245,8 @@ BAD_VALUES = [
     (("--set", "tls.enabled=true"), "tls.enabled=true needs tls.existingSecret"),
     (("--set", "serviceMonitor.enabled=true"), "does not serve monitoring.coreos.com/v1 ServiceMonitor"),
     (("--set", "service.httpPort=9100"), "service.grpcPort and service.httpPort must differ"),
+    (("--set", "config.grpc.server=fast"), "at '/config/grpc/server': value must be one of"),
+    (("--set", "config.engine.fullCollectionSeconds=-1"), "at '/config/engine/fullCollectionSeconds': minimum"),
 ]
 
 

@@ -31,6 +31,11 @@ prometheus:
   {{- end }}
 grpc:
   port: {{ .Values.service.grpcPort }}
+  {{- with .Values.config.grpc }}
+  {{- if .server }}
+  server: {{ .server }}
+  {{- end }}
+  {{- end }}
   {{- if .Values.tls.enabled }}
   tlsCertFile: {{ include "pa.tlsDir" . }}/tls.crt
   tlsKeyFile: {{ include "pa.tlsDir" . }}/tls.key
@@ -52,6 +57,15 @@ actuator:
   priorityValue: {{ .Values.placeholders.priorityClass.value }}
   pauseImage: {{ .Values.placeholders.pauseImage | quote }}
   shadow: {{ .Values.config.actuator.shadow }}
+{{- with .Values.config.engine }}
+{{- $engine := . }}
+engine:
+  {{- range $key := list "fitWorkers" "maxTargets" "fullCollectionSeconds" }}
+  {{- if hasKey $engine $key }}
+  {{ $key }}: {{ index $engine $key }}
+  {{- end }}
+  {{- end }}
+{{- end }}
 log:
   level: {{ .Values.config.log.level }}
   format: {{ .Values.config.log.format }}
