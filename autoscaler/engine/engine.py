@@ -61,6 +61,8 @@ class EngineSettings:
     publish_coalesce_seconds: float = 0.02
     """Least wall time between two publishes: a fleet's steps arrive one turn at a time,
     and each would otherwise publish on its own."""
+    stale_checks_per_publish: int = 256
+    """Due staleness checks handled per publish; a fleet's come due together."""
     concurrent_fits: int = 2
     """Fits handed to the executor at once; the rest wait in the `FitQueue`. One more
     than the fit workers keeps every worker busy."""
@@ -101,7 +103,7 @@ class Engine:
         self._changed: set[TargetKey] = set()
         """Targets whose published snapshot must be rebuilt, or dropped once evicted."""
         self._stale_at: list[tuple[float, int, TargetKey]] = []
-        """Heap of when READY targets turn STALE if no newer sample comes (time, tiebreak, key)."""
+        """Heap of when READY targets turn STALE if no newer sample comes (time, entry, key)."""
         self._pushed = itertools.count()
         self._stopping = False
 
@@ -370,8 +372,7 @@ class Engine:
         newest sample has aged past staleAfter turn STALE; the rest are carried over."""
         now = self._clock.now()
         changed, self._changed = self._changed, set()
-        while self._stale_at and self._stale_at[0][0] <= now:
-            changed.add(heapq.heappop(self._stale_at)[2])
+        changed |= self._due_stale_checks(now)
         targets: Mapping[TargetKey, TargetSnapshot] = self._snapshot.targets
         if changed:
             rebuilt = dict(targets)
@@ -388,13 +389,46 @@ class Engine:
                 )
                 runtime.dirty = False
                 rebuilt[key] = snapshot
-                if snapshot.status is TargetStatus.READY and runtime.last_sample_at is not None:
-                    stale_at = math.nextafter(runtime.last_sample_at + runtime.spec.stale_after_seconds, math.inf)
-                    heapq.heappush(self._stale_at, (stale_at, next(self._pushed), key))
+                sample_at = runtime.last_sample_at
+                if snapshot.status is TargetStatus.READY and sample_at is not None and runtime.stale_entry is None:
+                    self._push_stale_check(runtime, sample_at)
             targets = MappingProxyType(rebuilt)
         self._snapshot = EngineSnapshot(generated_at=now, generation=self._snapshot.generation + 1, targets=targets)
         published, self._published = self._published, asyncio.Event()
         published.set()
+
+    def _due_stale_checks(self, now: float) -> set[TargetKey]:
+        """The targets whose newest sample aged past staleAfter, to publish STALE.
+
+        Samples carry their step's timestamp, so a whole fleet comes due at one instant:
+        a few hundred are checked per publish and the rest at the next one, 20 ms on,
+        rather than all in one pause of the event loop. A target with a newer sample
+        only moves its check.
+        """
+        stale: set[TargetKey] = set()
+        for _ in range(self._settings.stale_checks_per_publish):
+            if not self._stale_at or self._stale_at[0][0] > now:
+                return stale
+            _, entry, key = heapq.heappop(self._stale_at)
+            runtime = self._targets.get(key)
+            if runtime is None or runtime.stale_entry != entry:  # evicted since
+                continue
+            runtime.stale_entry = None
+            sample_at = runtime.last_sample_at
+            if sample_at is not None and now - sample_at <= runtime.spec.stale_after_seconds:
+                self._push_stale_check(runtime, sample_at)
+            else:
+                stale.add(key)
+        if self._stale_at and self._stale_at[0][0] <= now:
+            self._wake_publisher.set()
+        return stale
+
+    def _push_stale_check(self, runtime: TargetRuntime, sample_at: float) -> None:
+        """One heap entry per READY target, at the instant its newest sample ages past
+        staleAfter; a newer sample moves it only when it comes due."""
+        stale_at = math.nextafter(sample_at + runtime.spec.stale_after_seconds, math.inf)
+        runtime.stale_entry = next(self._pushed)
+        heapq.heappush(self._stale_at, (stale_at, runtime.stale_entry, runtime.key))
 
 
 async def wait_until_set(event: asyncio.Event, timeout: float) -> None:

@@ -28,6 +28,8 @@ class TargetRuntime:
     source_errors: int = 0
     collected_until: float | None = None
     missing_since: float | None = None
+    stale_entry: int | None = None
+    """The engine's pending check of when this target turns STALE, if it has one."""
     """The first step of the current run of empty or NaN answers, fetched again once it ends."""
     last_sample_at: float | None = None
     last_contact: float = 0.0

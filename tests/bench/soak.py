@@ -53,6 +53,7 @@ from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
 from autoscaler.settings import EngineTuning
 from autoscaler.sim.trace import parse_trace
 from tests.bench.bench_grpc_load import Client, client_report, loadgen_binary, start_client, write_requests
+from tests.bench.stall_watch import StallReport, StallWatch
 
 TRACE_DIRS = (Path("/work/shared/traces"), Path(__file__).resolve().parents[2] / "autoscaler" / "demo")
 NAMESPACE = "soak"
@@ -82,19 +83,27 @@ class HourStats:
     failures: int
     p50_ms: float
     p99_ms: float
-    full_collections: int
-    longest_gc_ms: float
+    collections: GcTally
     tracked_objects: int
+    stalls: StallReport
+
+
+@dataclass
+class GcTally:
+    full_collections: int = 0
+    longest_full_ms: float = 0.0
+    longest_young_ms: float = 0.0
+    young_total_ms: float = 0.0
+    longest_young: str = ""
 
 
 class GcPauses:
-    """The garbage collector's pauses on the daemon's thread, per virtual hour: a full
+    """The garbage collector's pauses on the daemon's thread, per virtual hour: a
     collection stops the event loop, and so every GetMetrics waiting on it."""
 
     def __init__(self) -> None:
         self._started = 0.0
-        self.full_collections = 0
-        self.longest_ms = 0.0
+        self._tally = GcTally()
         gc.callbacks.append(self._observe)
 
     def _observe(self, phase: str, info: dict[str, int]) -> None:
@@ -102,12 +111,18 @@ class GcPauses:
             self._started = time.perf_counter()
             return
         paused_ms = (time.perf_counter() - self._started) * 1000.0
-        self.longest_ms = max(self.longest_ms, paused_ms)
-        self.full_collections += info["generation"] == 2
+        tally = self._tally
+        if info["generation"] == 2:
+            tally.full_collections += 1
+            tally.longest_full_ms = max(tally.longest_full_ms, paused_ms)
+        else:
+            if paused_ms > tally.longest_young_ms:
+                tally.longest_young_ms = paused_ms
+                tally.longest_young = f"gen {info['generation']}, {info['collected']} collected"
+            tally.young_total_ms += paused_ms
 
-    def take(self) -> tuple[int, float]:
-        taken = (self.full_collections, self.longest_ms)
-        self.full_collections, self.longest_ms = 0, 0.0
+    def take(self) -> GcTally:
+        taken, self._tally = self._tally, GcTally()
         return taken
 
     def close(self) -> None:
@@ -213,13 +228,13 @@ def hour_stats(
     calls: CallStats,
     step: float,
     pauses: GcPauses,
+    stalls: StallReport,
 ) -> HourStats:
     now = clock.now()
     targets = list(engine.snapshot().targets.values())
     # A target without any sample yet counts as not fresh; the percentiles cover the others.
     ages = [now - t.last_sample_at for t in targets if t.last_sample_at is not None]
     total = max(1, len(targets))
-    full_collections, longest_gc_ms = pauses.take()
     return HourStats(
         virtual_hour=hour,
         rss_mib=rss_mib(os.getpid()),
@@ -234,9 +249,9 @@ def hour_stats(
         failures=calls.failures,
         p50_ms=calls.p50_ms,
         p99_ms=calls.p99_ms,
-        full_collections=full_collections,
-        longest_gc_ms=longest_gc_ms,
+        collections=pauses.take(),
         tracked_objects=len(gc.get_objects()),
+        stalls=stalls,
     )
 
 
@@ -246,9 +261,16 @@ def print_row(stats: HourStats) -> None:
         f"{stats.age_p50:>7.0f} {stats.age_p99:>7.0f} {stats.age_max:>7.0f} "
         f"{stats.fresh_share:>6.1%} {stats.servable_share:>6.1%} {stats.fitted_share:>6.1%} "
         f"{stats.calls:>6} {stats.failures:>5} {stats.p50_ms:>7.2f} {stats.p99_ms:>7.2f} "
-        f"{stats.full_collections:>4} {stats.longest_gc_ms:>7.1f} {stats.tracked_objects / 1e6:>7.2f}",
+        f"{stats.collections.full_collections:>4} {stats.collections.longest_full_ms:>7.1f} "
+        f"{stats.collections.longest_young_ms:>7.1f} {stats.collections.young_total_ms / 1000:>7.2f} "
+        f"{stats.tracked_objects / 1e6:>7.2f} "
+        f"{stats.stalls.stalls:>6} {stats.stalls.longest_ms:>8.1f}",
         flush=True,
     )
+    if stats.collections.longest_young:
+        print(f"        longest young collection: {stats.collections.longest_young}", flush=True)
+    for stack, milliseconds in stats.stalls.worst():
+        print(f"        stalled {milliseconds:8.0f} ms in {stack}", flush=True)
 
 
 def print_summary(rows: Sequence[HourStats], arguments: argparse.Namespace, wall_seconds: float) -> None:
@@ -318,7 +340,7 @@ async def soak(arguments: argparse.Namespace) -> list[HourStats]:
         collector.start()  # as the daemon does once it is up
     print(
         " hour  rss_MiB work_MiB  age_p50 age_p99 age_max  fresh  serve fitted  calls  fail  p50_ms  p99_ms"
-        "  gc2   gc_ms  objs_M"
+        "  gc2 gc2_ms young_ms young_s  objs_M stalls stall_ms"
     )
     rows: list[HourStats] = []
     # SIGTERM or SIGINT ends the run early with the summary of the hours so far.
@@ -327,6 +349,8 @@ async def soak(arguments: argparse.Namespace) -> list[HourStats]:
         asyncio.get_running_loop().add_signal_handler(signum, interrupted.set)
     calls: asyncio.subprocess.Process | None = None
     pauses = GcPauses()
+    watch = StallWatch()
+    watch.start()
     with tempfile.TemporaryDirectory() as directory:
         # GetMetrics round-robin over every target from another process on one core, as
         # KEDA's operator would be on its own node.
@@ -342,7 +366,14 @@ async def soak(arguments: argparse.Namespace) -> list[HourStats]:
                 hour_calls = CallStats() if calls is None else await finish_calls(client, calls)
                 rows.append(
                     hour_stats(
-                        engine, clock, hour=hour, executor=executor, calls=hour_calls, step=step, pauses=pauses
+                        engine,
+                        clock,
+                        hour=hour,
+                        executor=executor,
+                        calls=hour_calls,
+                        step=step,
+                        pauses=pauses,
+                        stalls=watch.take(),
                     )
                 )
                 print_row(rows[-1])
@@ -359,6 +390,7 @@ async def soak(arguments: argparse.Namespace) -> list[HourStats]:
                 await collector.stop()
             executor.shutdown(wait=False, cancel_futures=True)
             pauses.close()
+            watch.stop()
     return rows
 
 

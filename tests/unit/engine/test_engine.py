@@ -231,3 +231,20 @@ async def test_stop_ends_the_publisher_even_when_it_was_just_woken(source: Switc
     await asyncio.sleep(0.1)  # the publisher now waits for a wake-up
     engine.ensure_target(target_key("web", "nasa", METADATA), parse_spec(METADATA))  # wakes it
     await asyncio.wait_for(engine.stop(), timeout=5)
+
+
+async def test_a_ready_target_keeps_one_pending_stale_check_however_many_steps_pass(
+    source: SwitchableSource,
+) -> None:
+    engine, clock = await started_engine(source)
+    key = target_key("web", "nasa", METADATA)
+    try:
+        engine.ensure_target(key, parse_spec(METADATA))
+        await engine.wait_for_target(key, timeout=30)
+        start = clock.now()
+        await wait_until(lambda: clock.now() - start >= 30 * 60)  # 30 steps
+        assert engine.snapshot().targets[key].status is TargetStatus.READY
+        # An entry per publish grew by one per step and stalled the loop for a large fleet.
+        assert len(engine._stale_at) <= 1
+    finally:
+        await engine.stop()
