@@ -19,7 +19,14 @@ Printed once per virtual hour, then summarised:
   max) and the share of targets whose answer KEDA would get (servable); a target is
   fresh while its newest sample is younger than two steps;
 - the share of targets with a fitted model;
-- GetMetrics latency (p50, p99, wall milliseconds) and the share of calls that failed.
+- GetMetrics latency (p50, p99, wall milliseconds) and the share of calls that failed;
+- garbage collections on the daemon's thread: full ones (count, longest pause, objects
+  freed) and young ones (longest pause, total seconds), and the objects they track;
+- event-loop stalls over 20 ms (`tests/bench/stall_watch.py`): how many, the longest,
+  and the stacks they were charged to.
+
+The daemon's garbage-collection pacing (`autoscaler/gc_pacing.py`) and fit concurrency
+apply, as in `autoscaler serve`.
 """
 
 from __future__ import annotations
@@ -92,6 +99,7 @@ class HourStats:
 class GcTally:
     full_collections: int = 0
     longest_full_ms: float = 0.0
+    full_collected: int = 0
     longest_young_ms: float = 0.0
     young_total_ms: float = 0.0
     longest_young: str = ""
@@ -114,6 +122,7 @@ class GcPauses:
         tally = self._tally
         if info["generation"] == 2:
             tally.full_collections += 1
+            tally.full_collected += info["collected"]
             tally.longest_full_ms = max(tally.longest_full_ms, paused_ms)
         else:
             if paused_ms > tally.longest_young_ms:
@@ -267,6 +276,8 @@ def print_row(stats: HourStats) -> None:
         f"{stats.stalls.stalls:>6} {stats.stalls.longest_ms:>8.1f}",
         flush=True,
     )
+    if stats.collections.full_collections:
+        print(f"        full collections freed {stats.collections.full_collected} objects", flush=True)
     if stats.collections.longest_young:
         print(f"        longest young collection: {stats.collections.longest_young}", flush=True)
     for stack, milliseconds in stats.stalls.worst():

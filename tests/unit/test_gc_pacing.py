@@ -1,14 +1,15 @@
-"""Full garbage collections on the clock: automatic ones off, periodic ones on, undone at stop."""
+"""Garbage collection on the clock: automatic collection off, periodic ones on, undone at stop."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import weakref
+from collections.abc import Callable
 
 import pytest
 
-from autoscaler.gc_pacing import NEVER, PacedCollector
+from autoscaler.gc_pacing import PacedCollector
 
 
 class Node:
@@ -16,35 +17,51 @@ class Node:
         self.peer: Node | None = None
 
 
-def old_cyclic_garbage() -> weakref.ref[Node]:
-    """A cycle that reached the oldest generation before it became garbage: only a full
-    collection frees it."""
+def cycle_made_garbage(before_dropping: Callable[[], object]) -> weakref.ref[Node]:
     first, second = Node(), Node()
     first.peer, second.peer = second, first
-    gc.collect(1)  # survivors of a generation-1 collection move to generation 2
+    before_dropping()
     return weakref.ref(first)
 
 
-async def test_full_collections_run_on_the_period_and_stop_gives_them_back() -> None:
-    before = gc.get_threshold()
+async def freed(garbage: weakref.ref[Node]) -> bool:
+    for _ in range(100):
+        if garbage() is None:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def test_collections_run_on_the_period_and_stop_gives_them_back() -> None:
     collector = PacedCollector(period_seconds=0.05)
     try:
         collector.start()
-        assert gc.get_threshold() == (before[0], before[1], NEVER)
+        assert not gc.isenabled()
         assert gc.get_freeze_count() > 0  # what existed at start is out of every collection
-        garbage = old_cyclic_garbage()
-        for _ in range(100):
-            if garbage() is None:
-                break
-            await asyncio.sleep(0.01)
-        assert garbage() is None, "the periodic full collection did not run"
+        # Survivors of a generation-1 collection sit where only a full collection looks.
+        assert await freed(cycle_made_garbage(lambda: gc.collect(1))), "the periodic collection did not run"
     finally:
         await collector.stop()
         gc.unfreeze()
-    assert gc.get_threshold() == before
+    assert gc.isenabled()
+
+
+async def test_a_cycle_among_frozen_objects_is_freed_by_the_thorough_collection() -> None:
+    collector = PacedCollector(period_seconds=0.02, thorough_every=3)
+    try:
+        collector.start()
+        assert await freed(cycle_made_garbage(gc.freeze)), "a frozen cycle was never freed"
+    finally:
+        await collector.stop()
+        gc.unfreeze()
 
 
 @pytest.mark.parametrize("period", [0.0, -1.0, float("nan")])
 def test_the_period_must_be_positive(period: float) -> None:
     with pytest.raises(ValueError, match="period_seconds"):
         PacedCollector(period_seconds=period)
+
+
+def test_thorough_every_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="thorough_every"):
+        PacedCollector(period_seconds=1.0, thorough_every=0)
