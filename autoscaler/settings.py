@@ -69,7 +69,7 @@ class EngineTuning:
     tick_seconds: float = 1.0
     max_targets: int = 10_000
     full_collection_seconds: float = 120.0
-    """Period of full garbage collections (autoscaler/gc_pacing.py); 0 leaves them to CPython."""
+    """Period of the daemon's garbage collections (autoscaler/gc_pacing.py); 0 leaves them to CPython."""
 
 
 @dataclass(frozen=True, slots=True)
