@@ -173,13 +173,21 @@ def leftovers_after_exit(mark: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def crash_rounds(
-    prometheus: PrometheusServer, metrics_exporter: MetricsExporter, tmp_path_factory: pytest.TempPathFactory
+    prometheus: PrometheusServer,
+    metrics_exporter: MetricsExporter,
+    prometheus_history: TraceHistory,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[CrashRounds]:
     metrics_exporter.set_gauge(LIVE_METRIC, LIVE_DEMAND)
+    # The backfilled trace and the scraped gauge are one series. The rounds may cross a
+    # step boundary, and a new step must not change the demand: the plan would rightly
+    # change with it. So the gauge goes on with the trace's last value meanwhile.
+    metrics_exporter.set_gauge(HISTORY_METRIC, prometheus_history.points[-1][1])
     try:
         yield run_rounds(prometheus.url, tmp_path_factory.mktemp("crash"))
     finally:
         metrics_exporter.remove(LIVE_METRIC)
+        metrics_exporter.set_gauge(HISTORY_METRIC, 0.0)
 
 
 def run_rounds(prometheus_url: str, logs: Path) -> CrashRounds:
