@@ -8,6 +8,7 @@ Prometheus.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from autoscaler.adapters.clock import ScaledClock
 from autoscaler.adapters.replay import ReplaySample, ReplaySource, ReplayTrace
 from autoscaler.domain.snapshot import TargetStatus
 from autoscaler.domain.spec import parse_spec, target_key
+from autoscaler.domain.types import TargetKey
 from autoscaler.engine.api import UnknownEndpointError
 from autoscaler.engine.engine import Engine, EngineSettings, first_step_to_refetch
 from autoscaler.sim.trace import parse_trace
@@ -24,6 +26,7 @@ from autoscaler.sim.trace import parse_trace
 TRACES = Path(__file__).parents[4] / "shared" / "traces"
 ORIGIN = 1_700_000_000.0
 SPEED = 600.0  # a 60 s step passes in 100 ms of wall time
+Served = tuple[Engine, ScaledClock, TargetKey]
 
 METADATA = {
     "query": "replay:nasa",
@@ -74,6 +77,20 @@ async def started_engine(source: SwitchableSource) -> tuple[Engine, ScaledClock]
     return engine, clock
 
 
+@pytest.fixture
+async def served(source: SwitchableSource) -> AsyncIterator[Served]:
+    """A started engine with the nasa target registered and past its warm start."""
+    engine, clock = await started_engine(source)
+    key = target_key("web", "nasa", METADATA)
+    try:
+        engine.ensure_target(key, parse_spec(METADATA))
+        first = await engine.wait_for_target(key, timeout=30)
+        assert first is not None and first.decision is not None
+        yield engine, clock, key
+    finally:
+        await engine.stop()
+
+
 async def wait_until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
@@ -108,65 +125,46 @@ async def test_unknown_endpoint_is_refused(source: SwitchableSource) -> None:
         await engine.stop()
 
 
-async def test_outage_keeps_last_plan_then_goes_stale_then_backfills(source: SwitchableSource) -> None:
-    engine, clock = await started_engine(source)
-    key = target_key("web", "nasa", METADATA)
-    try:
-        engine.ensure_target(key, parse_spec(METADATA))
-        first = await engine.wait_for_target(key, timeout=30)
-        assert first is not None and first.decision is not None
-        source.down = True
-        outage_start = clock.now()
-        await wait_until(lambda: engine.snapshot().targets[key].last_error is not None)
-        during = engine.snapshot().targets[key]
-        assert during.decision is not None and during.decision.replicas > 0  # last safe plan still served
-        await wait_until(lambda: engine.snapshot().targets[key].status is TargetStatus.STALE)
-        stale = engine.snapshot().targets[key]
-        assert stale.last_sample_at is not None and stale.last_sample_at <= outage_start
-        assert clock.now() - stale.last_sample_at >= 5 * 60  # the last plan was kept for staleAfter
-        source.down = False
-        await wait_until(lambda: engine.snapshot().targets[key].status is TargetStatus.READY)
-        await wait_until(lambda: engine.snapshot().targets[key].last_error is None)
-        recovered = engine.snapshot().targets[key]
-        window = recovered.history_values[-30:]
-        assert not np.isnan(window).any(), "the outage left a hole in history"
-    finally:
-        await engine.stop()
+async def test_outage_keeps_last_plan_then_goes_stale_then_backfills(served: Served, source: SwitchableSource) -> None:
+    engine, clock, key = served
+    source.down = True
+    outage_start = clock.now()
+    await wait_until(lambda: engine.snapshot().targets[key].last_error is not None)
+    during = engine.snapshot().targets[key]
+    assert during.decision is not None and during.decision.replicas > 0  # last safe plan still served
+    await wait_until(lambda: engine.snapshot().targets[key].status is TargetStatus.STALE)
+    stale = engine.snapshot().targets[key]
+    assert stale.last_sample_at is not None and stale.last_sample_at <= outage_start
+    assert clock.now() - stale.last_sample_at >= 5 * 60  # the last plan was kept for staleAfter
+    source.down = False
+    await wait_until(lambda: engine.snapshot().targets[key].status is TargetStatus.READY)
+    await wait_until(lambda: engine.snapshot().targets[key].last_error is None)
+    recovered = engine.snapshot().targets[key]
+    window = recovered.history_values[-30:]
+    assert not np.isnan(window).any(), "the outage left a hole in history"
 
 
-async def test_empty_answers_never_become_zero(source: SwitchableSource) -> None:
-    engine, _ = await started_engine(source)
-    key = target_key("web", "nasa", METADATA)
-    try:
-        engine.ensure_target(key, parse_spec(METADATA))
-        await engine.wait_for_target(key, timeout=30)
-        source.empty = True
-        await wait_until(lambda: engine.snapshot().targets[key].status is TargetStatus.STALE)
-        stale = engine.snapshot().targets[key]
-        assert stale.decision is not None and stale.decision.replicas >= 1
-        assert not stale.servable
-    finally:
-        await engine.stop()
+async def test_empty_answers_never_become_zero(served: Served, source: SwitchableSource) -> None:
+    engine, _, key = served
+    source.empty = True
+    await wait_until(lambda: engine.snapshot().targets[key].status is TargetStatus.STALE)
+    stale = engine.snapshot().targets[key]
+    assert stale.decision is not None and stale.decision.replicas >= 1
+    assert not stale.servable
 
 
-async def test_a_run_of_empty_answers_is_fetched_again_when_it_ends(source: SwitchableSource) -> None:
-    engine, clock = await started_engine(source)
-    key = target_key("web", "nasa", METADATA)
-    try:
-        engine.ensure_target(key, parse_spec(METADATA))
-        await engine.wait_for_target(key, timeout=30)
-        source.empty = True
-        empty_from = clock.now()
-        await wait_until(lambda: clock.now() - empty_from >= 10 * 60)
-        source.empty = False
-        await wait_until(lambda: engine.snapshot().targets[key].last_sample_at > clock.now() - 60)
-        await wait_until(lambda: engine.snapshot().targets[key].history_timestamps[-1] > empty_from + 11 * 60)
-        recovered = engine.snapshot().targets[key]
-        during = (recovered.history_timestamps >= empty_from) & (recovered.history_timestamps < empty_from + 10 * 60)
-        assert during.sum() >= 9
-        assert not np.isnan(recovered.history_values[during]).any(), "the empty run was not fetched again"
-    finally:
-        await engine.stop()
+async def test_a_run_of_empty_answers_is_fetched_again_when_it_ends(served: Served, source: SwitchableSource) -> None:
+    engine, clock, key = served
+    source.empty = True
+    empty_from = clock.now()
+    await wait_until(lambda: clock.now() - empty_from >= 10 * 60)
+    source.empty = False
+    await wait_until(lambda: engine.snapshot().targets[key].last_sample_at > clock.now() - 60)
+    await wait_until(lambda: engine.snapshot().targets[key].history_timestamps[-1] > empty_from + 11 * 60)
+    recovered = engine.snapshot().targets[key]
+    during = (recovered.history_timestamps >= empty_from) & (recovered.history_timestamps < empty_from + 10 * 60)
+    assert during.sum() >= 9
+    assert not np.isnan(recovered.history_values[during]).any(), "the empty run was not fetched again"
 
 
 @pytest.mark.parametrize(
@@ -233,18 +231,10 @@ async def test_stop_ends_the_publisher_even_when_it_was_just_woken(source: Switc
     await asyncio.wait_for(engine.stop(), timeout=5)
 
 
-async def test_a_ready_target_keeps_one_pending_stale_check_however_many_steps_pass(
-    source: SwitchableSource,
-) -> None:
-    engine, clock = await started_engine(source)
-    key = target_key("web", "nasa", METADATA)
-    try:
-        engine.ensure_target(key, parse_spec(METADATA))
-        await engine.wait_for_target(key, timeout=30)
-        start = clock.now()
-        await wait_until(lambda: clock.now() - start >= 30 * 60)  # 30 steps
-        assert engine.snapshot().targets[key].status is TargetStatus.READY
-        # An entry per publish grew by one per step and stalled the loop for a large fleet.
-        assert len(engine._stale_at) <= 1
-    finally:
-        await engine.stop()
+async def test_a_ready_target_keeps_one_pending_stale_check_however_many_steps_pass(served: Served) -> None:
+    engine, clock, key = served
+    start = clock.now()
+    await wait_until(lambda: clock.now() - start >= 30 * 60)  # 30 steps
+    assert engine.snapshot().targets[key].status is TargetStatus.READY
+    # An entry per publish grew by one per step and stalled the loop for a large fleet.
+    assert len(engine._stale_at) <= 1
