@@ -56,6 +56,9 @@ class EngineSnapshot:
     generated_at: float
     generation: int = 0
     targets: Mapping[TargetKey, TargetSnapshot] = field(default_factory=lambda: MappingProxyType({}))
+    fits_waiting: int = 0
+    """Targets whose due refit waits for a free fit worker."""
+    fits_running: int = 0
 
     def get(self, key: TargetKey) -> TargetSnapshot | None:
         return self.targets.get(key)

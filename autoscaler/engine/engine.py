@@ -393,7 +393,13 @@ class Engine:
                 if snapshot.status is TargetStatus.READY and sample_at is not None and runtime.stale_entry is None:
                     self._push_stale_check(runtime, sample_at)
             targets = MappingProxyType(rebuilt)
-        self._snapshot = EngineSnapshot(generated_at=now, generation=self._snapshot.generation + 1, targets=targets)
+        self._snapshot = EngineSnapshot(
+            generated_at=now,
+            generation=self._snapshot.generation + 1,
+            targets=targets,
+            fits_waiting=len(self._fits),
+            fits_running=self._fits.running,
+        )
         published, self._published = self._published, asyncio.Event()
         published.set()
 

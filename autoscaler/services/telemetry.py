@@ -245,6 +245,7 @@ ENGINE_FAMILIES = (
     (f"{PREFIX}_snapshot_timestamp_seconds", "Engine clock time at which the served snapshot was generated."),
     (f"{PREFIX}_snapshot_generation", "Sequence number of the served snapshot."),
     (f"{PREFIX}_targets", "Registered targets by status."),
+    (f"{PREFIX}_model_fits", "Model refits waiting for a fit worker, and running."),
 )
 
 
@@ -308,7 +309,12 @@ class TargetExposition:
 
     @staticmethod
     def _engine_part(snapshot: EngineSnapshot) -> str:
-        (timestamp_name, timestamp_help), (generation_name, generation_help), (count_name, count_help) = ENGINE_FAMILIES
+        (
+            (timestamp_name, timestamp_help),
+            (generation_name, generation_help),
+            (count_name, count_help),
+            (fits_name, fits_help),
+        ) = ENGINE_FAMILIES
         counts = dict.fromkeys(TargetStatus, 0)
         for target in snapshot.targets.values():
             counts[target.status] += 1
@@ -320,6 +326,9 @@ class TargetExposition:
                 f"{generation_name} {_value(snapshot.generation)}\n",
                 _header(count_name, "gauge", count_help),
                 *(f'{count_name}{{status="{status.value}"}} {_value(count)}\n' for status, count in counts.items()),
+                _header(fits_name, "gauge", fits_help),
+                f'{fits_name}{{state="waiting"}} {_value(snapshot.fits_waiting)}\n',
+                f'{fits_name}{{state="running"}} {_value(snapshot.fits_running)}\n',
             ]
         )
 

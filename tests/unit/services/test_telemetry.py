@@ -218,3 +218,11 @@ def test_dashboard_uses_only_exposed_metrics(chat: TargetSnapshot) -> None:
     unknown = used - exposed_names(metrics)
     assert not unknown, f"the dashboard queries metrics that do not exist: {sorted(unknown)}"
     assert any('target=~"$target"' in e for e in expressions)
+
+
+def test_the_refit_queue_is_exported(chat: TargetSnapshot) -> None:
+    engine = engine_with_targets(chat)
+    engine._snapshot = replace(engine.snapshot(), fits_waiting=7, fits_running=2)
+    metrics = Telemetry(engine)
+    assert value(metrics, "model_fits", {"state": "waiting"}) == 7
+    assert value(metrics, "model_fits", {"state": "running"}) == 2
