@@ -43,7 +43,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +88,7 @@ class HourStats:
     fitted_share: float
     calls: int
     failures: int
+    failures_by_code: dict[str, int]
     p50_ms: float
     p99_ms: float
     collections: GcTally
@@ -144,6 +145,7 @@ class CallStats:
     failures: int = 0
     p50_ms: float = float("nan")
     p99_ms: float = float("nan")
+    failures_by_code: dict[str, int] = field(default_factory=dict)
 
 
 def load_trace_values() -> list[np.ndarray]:
@@ -221,7 +223,7 @@ def metrics_requests(targets: Sequence[Target]) -> list[pb2.GetMetricsRequest]:
 
 async def finish_calls(client: Client, process: asyncio.subprocess.Process) -> CallStats:
     calls, run = await client_report(client, process)
-    return CallStats(calls, sum(run.errors.values()), run.p50, run.p99)
+    return CallStats(calls, sum(run.errors.values()), run.p50, run.p99, dict(run.errors))
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -256,6 +258,7 @@ def hour_stats(
         fitted_share=sum(t.chosen_model is not None for t in targets) / total,
         calls=calls.calls,
         failures=calls.failures,
+        failures_by_code=calls.failures_by_code,
         p50_ms=calls.p50_ms,
         p99_ms=calls.p99_ms,
         collections=pauses.take(),
@@ -276,6 +279,8 @@ def print_row(stats: HourStats) -> None:
         f"{stats.stalls.stalls:>6} {stats.stalls.longest_ms:>8.1f}",
         flush=True,
     )
+    if stats.failures_by_code:
+        print(f"        failed calls by status: {stats.failures_by_code}", flush=True)
     if stats.collections.full_collections:
         print(f"        full collections freed {stats.collections.full_collected} objects", flush=True)
     if stats.collections.longest_young:
