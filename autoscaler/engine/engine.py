@@ -43,7 +43,7 @@ from autoscaler.domain.spec import ScalerSpec, metric_name_for
 from autoscaler.domain.types import TargetKey
 from autoscaler.engine.api import UnknownEndpointError
 from autoscaler.engine.fit_queue import FitQueue
-from autoscaler.engine.runtime import TargetRuntime, build_target_snapshot
+from autoscaler.engine.runtime import TargetRuntime, build_target_snapshot, has_fresh_sample
 from autoscaler.engine.sources import MetricSource
 from autoscaler.engine.turns import Turns
 from autoscaler.planner.pipeline import fit_for
@@ -420,9 +420,8 @@ class Engine:
             if runtime is None or runtime.stale_entry != entry:  # evicted since
                 continue
             runtime.stale_entry = None
-            sample_at = runtime.last_sample_at
-            if sample_at is not None and now - sample_at <= runtime.spec.stale_after_seconds:
-                self._push_stale_check(runtime, sample_at)
+            if has_fresh_sample(runtime, now) and runtime.last_sample_at is not None:
+                self._push_stale_check(runtime, runtime.last_sample_at)
             else:
                 stale.add(key)
         if self._stale_at and self._stale_at[0][0] <= now:

@@ -47,12 +47,17 @@ class TargetRuntime:
             self.last_sample_at = timestamp
 
 
+def has_fresh_sample(runtime: TargetRuntime, now: float) -> bool:
+    """A real sample younger than staleAfter."""
+    last_sample = runtime.last_sample_at
+    return last_sample is not None and now - last_sample <= runtime.spec.stale_after_seconds
+
+
 def target_status(runtime: TargetRuntime, now: float) -> TargetStatus:
     """READY only with a decision and a real sample younger than staleAfter."""
-    last_sample = runtime.last_sample_at
     if runtime.decision is None:
         return TargetStatus.ERROR if runtime.last_error and runtime.source_errors else TargetStatus.WARMING
-    if last_sample is None or now - last_sample > runtime.spec.stale_after_seconds:
+    if not has_fresh_sample(runtime, now):
         return TargetStatus.STALE
     return TargetStatus.READY
 
