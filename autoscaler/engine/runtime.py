@@ -21,21 +21,22 @@ class TargetRuntime:
     metric_name: str
     pipeline: TargetPipeline
     warm: bool = False
-    dirty: bool = True
     decision: Decision | None = None
     decided_at: float | None = None
     last_error: str | None = None
     source_errors: int = 0
     collected_until: float | None = None
     missing_since: float | None = None
+    """The first step of the current run of empty or NaN answers, fetched again once it ends."""
     stale_entry: int | None = None
     """The engine's pending check of when this target turns STALE, if it has one."""
-    """The first step of the current run of empty or NaN answers, fetched again once it ends."""
     last_sample_at: float | None = None
     last_contact: float = 0.0
     last_fit_seconds: float | None = None
     last_update_seconds: float | None = None
     fit_task: asyncio.Task[None] | None = None
+    view: TargetSnapshot | None = None
+    """The newest published view, or the one built for the next publish."""
 
     @classmethod
     def create(cls, *, key: TargetKey, spec: ScalerSpec, metric_name: str) -> TargetRuntime:

@@ -1,8 +1,10 @@
-"""A fixed-step ring buffer per series.
+"""A fixed-step window per series.
 
 Samples are aligned to a grid of `step_seconds`. A step with no sample holds NaN, so
 gaps stay visible to the forecasters and to the staleness check instead of being
-papered over. Appends and point writes are O(1); reading the window copies it once.
+papered over. Appends and point writes are O(1), and so is reading the window: it is a
+read-only view, which later writes never change (copy on write), so the engine can
+publish it with every step without copying.
 """
 
 from __future__ import annotations
@@ -15,16 +17,35 @@ from autoscaler.domain.types import FloatArray
 
 
 class SeriesBuffer:
-    """The last `capacity` steps of one metric, oldest first when read."""
+    """The last `capacity` steps of one metric, oldest first when read.
 
-    __slots__ = ("_end_step", "_filled_count", "_last_sample_at", "_ring", "capacity", "step_seconds")
+    The window lies in a store of twice its capacity, ending at `_end`. Appends write
+    past the end, where no view handed out reaches; when the store is full, the window
+    moves to a new one. A write inside the window (a backfill) copies the store first
+    if a view of it was handed out.
+    """
+
+    __slots__ = (
+        "_end",
+        "_end_step",
+        "_filled_count",
+        "_last_sample_at",
+        "_shared",
+        "_store",
+        "capacity",
+        "step_seconds",
+    )
 
     def __init__(self, *, step_seconds: float, capacity: int) -> None:
         if step_seconds <= 0 or capacity <= 0:
             raise ValueError("step_seconds and capacity must be positive")
         self.step_seconds = float(step_seconds)
         self.capacity = int(capacity)
-        self._ring: FloatArray = np.full(self.capacity, np.nan)
+        self._store: FloatArray = np.full(2 * self.capacity, np.nan)
+        # Store position one past the newest slot. Never below `capacity`, so every step
+        # of the window has a position; slots never written hold NaN.
+        self._end = self.capacity
+        self._shared = False
         self._end_step: int | None = None  # grid index one past the newest slot
         self._last_sample_at: float | None = None
         self._filled_count = 0
@@ -56,32 +77,46 @@ class SeriesBuffer:
             self._end_step = index + 1
             self._filled_count = 1
         elif index >= self._end_step:
-            skipped = index - self._end_step
-            for gap_index in range(self._end_step, min(index, self._end_step + self.capacity)):
-                self._ring[gap_index % self.capacity] = np.nan
-            self._filled_count = min(self.capacity, self._filled_count + skipped + 1)
+            advance = index + 1 - self._end_step
+            self._move_end(advance)
+            self._filled_count = min(self.capacity, self._filled_count + advance)
             self._end_step = index + 1
         elif index < self._end_step - self.capacity:
             return False
         else:
-            first = self._end_step - self._filled_count
-            if index < first:
-                for gap_index in range(index + 1, first):
-                    self._ring[gap_index % self.capacity] = np.nan
-                self._filled_count = self._end_step - index
-        self._ring[index % self.capacity] = value
+            if self._shared:
+                self._store = self._store.copy()
+                self._shared = False
+            # Extending the window back: the slots between were never written, so hold NaN.
+            self._filled_count = max(self._filled_count, self._end_step - index)
+        self._store[self._end - (self._end_step - index)] = value
         if math.isfinite(value) and (self._last_sample_at is None or timestamp > self._last_sample_at):
             self._last_sample_at = float(timestamp)
         return True
 
+    def _move_end(self, advance: int) -> None:
+        """Move the end `advance` slots on, into a new store when this one is full."""
+        if advance >= self.capacity:
+            self._store = np.full(2 * self.capacity, np.nan)
+            self._end = self.capacity
+            self._shared = False
+            return
+        if self._end + advance > self._store.size:
+            fresh = np.full(2 * self.capacity, np.nan)
+            kept = self._filled_count
+            fresh[self.capacity - kept : self.capacity] = self._store[self._end - kept : self._end]
+            self._store, self._end, self._shared = fresh, self.capacity, False
+        self._end += advance
+
     def values(self) -> FloatArray:
-        """The window's values, oldest first, NaN where no sample arrived."""
+        """The window's values, oldest first, NaN where no sample arrived: a read-only
+        view that later writes leave as it is."""
         if self._end_step is None:
             return np.empty(0)
-        count = len(self)
-        start = self._end_step - count
-        positions = np.arange(start, self._end_step) % self.capacity
-        return self._ring[positions].copy()
+        view = self._store[self._end - self._filled_count : self._end]
+        view.flags.writeable = False
+        self._shared = True
+        return view
 
     def timestamps(self) -> FloatArray:
         if self._end_step is None:
@@ -93,4 +128,4 @@ class SeriesBuffer:
         """Newest slot's value (NaN when that step had no sample)."""
         if self._end_step is None:
             return math.nan
-        return float(self._ring[(self._end_step - 1) % self.capacity])
+        return float(self._store[self._end - 1])
