@@ -24,7 +24,6 @@ step of lead time.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -71,36 +70,53 @@ class FloatRing:
 class SortedWindow:
     """The last `size` floats kept sorted as well, so any quantile is O(1) to read.
 
-    A push costs a binary search and a memmove of at most `size` floats, far cheaper
-    than a full quantile of the window at every decision.
+    A push costs two binary searches and a shift of at most `size` floats, far cheaper
+    than a full quantile of the window at every decision. Both arrays are allocated
+    whole at the start: a target's memory does not grow while its window fills (as
+    Python lists it grew by 40 bytes a step for the first 2,016 steps, a day and a
+    half at a one-minute step).
     """
 
-    __slots__ = ("_arrival", "_sorted")
+    __slots__ = ("_arrival", "_count", "_next", "_sorted")
 
     def __init__(self, size: int) -> None:
         if size <= 0:
             raise ValueError("window size must be positive")
-        self._arrival: deque[float] = deque(maxlen=size)
-        self._sorted: list[float] = []
+        self._arrival: FloatArray = np.zeros(size)
+        self._sorted: FloatArray = np.zeros(size)
+        self._count = 0
+        self._next = 0
 
     def push(self, value: float) -> None:
-        if len(self._arrival) == self._arrival.maxlen:
-            del self._sorted[bisect.bisect_left(self._sorted, self._arrival[0])]
-        self._arrival.append(value)
-        bisect.insort(self._sorted, value)
+        ordered, count = self._sorted, self._count
+        at = int(np.searchsorted(ordered[:count], value))
+        if count < ordered.size:
+            ordered[at + 1 : count + 1] = ordered[at:count]
+            ordered[at] = value
+            self._count += 1
+        else:
+            gone = int(np.searchsorted(ordered, self._arrival[self._next]))
+            if at <= gone:
+                ordered[at + 1 : gone + 1] = ordered[at:gone]
+                ordered[at] = value
+            else:
+                ordered[gone : at - 1] = ordered[gone + 1 : at]
+                ordered[at - 1] = value
+        self._arrival[self._next] = value
+        self._next = (self._next + 1) % self._arrival.size
 
     def __len__(self) -> int:
-        return len(self._sorted)
+        return self._count
 
     def quantile(self, level: float) -> float:
         """Linear interpolation between order statistics, as numpy's default quantile."""
-        if not self._sorted:
+        if not self._count:
             raise ValueError("quantile of an empty window")
-        position = min(1.0, max(0.0, level)) * (len(self._sorted) - 1)
+        position = min(1.0, max(0.0, level)) * (self._count - 1)
         below = math.floor(position)
-        above = min(below + 1, len(self._sorted) - 1)
+        above = min(below + 1, self._count - 1)
         fraction = position - below
-        return self._sorted[below] * (1.0 - fraction) + self._sorted[above] * fraction
+        return float(self._sorted[below] * (1.0 - fraction) + self._sorted[above] * fraction)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from autoscaler.planner.calibration import MIN_SCORES, CoverageCalibrator, FloatRing, Prediction, SortedWindow
 
@@ -93,3 +95,18 @@ def test_rolling_mase(median_error: float, naive_error: float, expected: float) 
         calibrator.record(Prediction(step, base=100.0, median=100.0 - median_error, scale=1.0, planned=100.0))
         calibrator.observe(step=step, actual=100.0, naive_error=naive_error)
     assert calibrator.mase == pytest.approx(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    size=st.integers(1, 12),
+    values=st.lists(st.sampled_from([-2.0, -0.5, 0.0, 0.0, 1.0, 3.5, 1e9, -1e9]) | st.floats(-10, 10), max_size=80),
+)
+def test_sorted_window_holds_exactly_the_last_values_with_ties(size: int, values: list[float]) -> None:
+    window = SortedWindow(size)
+    for count, value in enumerate(values, start=1):
+        window.push(value)
+        last = values[max(0, count - size) : count]
+        assert len(window) == len(last)
+        for level in (0.0, 0.3, 0.5, 1.0):
+            assert window.quantile(level) == pytest.approx(float(np.quantile(last, level)), rel=1e-12, abs=1e-12)
