@@ -23,7 +23,10 @@ Printed once per virtual hour, then summarised:
 - garbage collections on the daemon's thread: full ones (count, longest pause, objects
   freed) and young ones (longest pause, total seconds), and the objects they track;
 - event-loop stalls over 20 ms (`tests/bench/stall_watch.py`): how many, the longest,
-  and the stacks they were charged to.
+  and the stacks they were charged to;
+- whether the loop thread had a CPU (`tests/bench/thread_cpu.py`): the share of a core
+  it ran, the milliseconds a wall second it waited on a run queue, and the machine's
+  VM steal.
 
 The daemon's garbage-collection pacing (`autoscaler/gc_pacing.py`) and fit concurrency
 apply, as in `autoscaler serve`.
@@ -61,6 +64,7 @@ from autoscaler.settings import EngineTuning
 from autoscaler.sim.trace import parse_trace
 from tests.bench.bench_grpc_load import Client, client_report, loadgen_binary, start_client, write_requests
 from tests.bench.stall_watch import StallReport, StallWatch
+from tests.bench.thread_cpu import ThreadCpu, ThreadCpuMeter
 
 TRACE_DIRS = (Path("/work/shared/traces"), Path(__file__).resolve().parents[2] / "autoscaler" / "demo")
 NAMESPACE = "soak"
@@ -94,6 +98,7 @@ class HourStats:
     collections: GcTally
     tracked_objects: int
     stalls: StallReport
+    loop_cpu: ThreadCpu
 
 
 @dataclass
@@ -240,6 +245,7 @@ def hour_stats(
     step: float,
     pauses: GcPauses,
     stalls: StallReport,
+    loop_cpu: ThreadCpu,
 ) -> HourStats:
     now = clock.now()
     targets = list(engine.snapshot().targets.values())
@@ -264,6 +270,7 @@ def hour_stats(
         collections=pauses.take(),
         tracked_objects=len(gc.get_objects()),
         stalls=stalls,
+        loop_cpu=loop_cpu,
     )
 
 
@@ -276,7 +283,9 @@ def print_row(stats: HourStats) -> None:
         f"{stats.collections.full_collections:>4} {stats.collections.longest_full_ms:>7.1f} "
         f"{stats.collections.longest_young_ms:>7.1f} {stats.collections.young_total_ms / 1000:>7.2f} "
         f"{stats.tracked_objects / 1e6:>7.2f} "
-        f"{stats.stalls.stalls:>6} {stats.stalls.longest_ms:>8.1f}",
+        f"{stats.stalls.stalls:>6} {stats.stalls.longest_ms:>8.1f} "
+        f"{stats.loop_cpu.cpu_share:>5.0%} {stats.loop_cpu.run_queue_ms_per_second:>6.1f} "
+        f"{stats.loop_cpu.steal_share:>6.2%}",
         flush=True,
     )
     if stats.failures_by_code:
@@ -356,7 +365,7 @@ async def soak(arguments: argparse.Namespace) -> list[HourStats]:
         collector.start()  # as the daemon does once it is up
     print(
         " hour  rss_MiB work_MiB  age_p50 age_p99 age_max  fresh  serve fitted  calls  fail  p50_ms  p99_ms"
-        "  gc2 gc2_ms young_ms young_s  objs_M stalls stall_ms"
+        "  gc2 gc2_ms young_ms young_s  objs_M stalls stall_ms  loop runq_ms  steal"
     )
     rows: list[HourStats] = []
     # SIGTERM or SIGINT ends the run early with the summary of the hours so far.
@@ -367,6 +376,7 @@ async def soak(arguments: argparse.Namespace) -> list[HourStats]:
     pauses = GcPauses()
     watch = StallWatch()
     watch.start()
+    loop_cpu = ThreadCpuMeter()
     with tempfile.TemporaryDirectory() as directory:
         # GetMetrics round-robin over every target from another process on one core, as
         # KEDA's operator would be on its own node.
@@ -390,6 +400,7 @@ async def soak(arguments: argparse.Namespace) -> list[HourStats]:
                         step=step,
                         pauses=pauses,
                         stalls=watch.take(),
+                        loop_cpu=loop_cpu.take(),
                     )
                 )
                 print_row(rows[-1])
