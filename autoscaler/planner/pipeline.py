@@ -5,7 +5,7 @@ the daemon would have done:
 
     pipeline.observe(timestamp, value)          # O(1): buffer write + model update
     if pipeline.refit_due(now):
-        inputs = pipeline.refit_inputs()        # cheap copy, taken on the serving path
+        inputs = pipeline.refit_inputs()        # O(1): a read-only view of the window
         fitted = fit_for(inputs)                # slow: the engine runs it in a worker
         pipeline.install(fitted)                # catches the new model up, then swaps
     decision = pipeline.decide(now, current_replicas)
@@ -55,7 +55,10 @@ class RefitSchedule:
 
 @dataclass(frozen=True, slots=True)
 class RefitInputs:
-    """Everything a fit needs, copied off the serving path; picklable for a process pool."""
+    """Everything a fit needs, taken on the serving path; picklable for a process pool.
+
+    `values` is a read-only view that later writes to the history never change.
+    """
 
     values: FloatArray
     end_step: int
@@ -312,5 +315,6 @@ class TargetPipeline:
         return len(self._buffer)
 
     def history(self) -> tuple[FloatArray, FloatArray]:
-        """(timestamps, values) of the stored window; a copy."""
+        """(timestamps, values) of the stored window; `values` is a read-only view that
+        later writes never change."""
         return self._buffer.timestamps(), self._buffer.values()

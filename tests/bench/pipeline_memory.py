@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 from autoscaler.adapters.replay import ReplaySource
 from autoscaler.domain.spec import parse_duration, parse_spec, target_key
+from autoscaler.engine.engine import EngineSettings
 from autoscaler.engine.runtime import TargetRuntime, build_target_snapshot
 from autoscaler.planner.pipeline import fit_for
 from tests.bench.soak import NAMESPACE, Target, build_targets
@@ -64,7 +65,8 @@ async def run_step(runtime: TargetRuntime, source: ReplaySource, now: float) -> 
         pipeline.install(fit_for(pipeline.refit_inputs()))
     current = runtime.decision.replicas if runtime.decision else runtime.spec.min_replicas
     runtime.decision = pipeline.decide(now, current_replicas=current)
-    runtime.view = build_target_snapshot(runtime, now=now, reuse=None, shown=720)
+    shown = EngineSettings().history_points_shown
+    runtime.view = build_target_snapshot(runtime, now=now, reuse=None, shown=shown)
 
 
 async def trace_memory(arguments: argparse.Namespace) -> None:
