@@ -1,4 +1,4 @@
-"""`autoscaler` command line: demo | serve | backtest | simulate | inspect | keda-query | spec-keys."""
+"""`autoscaler` command line: demo | serve | backtest | simulate | inspect | keda-query | plan | spec-keys | config."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ COMMANDS = {
     "simulate": "autoscaler.commands.simulate",
     "inspect": "autoscaler.commands.inspect",
     "keda-query": "autoscaler.commands.keda_query",
+    "plan": "autoscaler.commands.plan",
     "spec-keys": "autoscaler.commands.spec_keys",
+    "config": "autoscaler.commands.config",
 }
 
 

@@ -17,20 +17,24 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
-
+from autoscaler.adapters import kube_config
 from autoscaler.adapters.clock import Clock, SystemClock
+from autoscaler.adapters.kube_auth import KubeReviewer
 from autoscaler.adapters.prometheus import PrometheusClient
+from autoscaler.adapters.replicas import KubeReplicaReader
 from autoscaler.domain.spec import parse_spec, target_key
 from autoscaler.engine import fit_pool
-from autoscaler.engine.actuation import ActuationHandle, start_actuation
+from autoscaler.engine.actuation import start_actuation
 from autoscaler.engine.engine import Engine, EngineHooks, EngineSettings
 from autoscaler.engine.sources import MetricSource
 from autoscaler.gc_pacing import PacedCollector
 from autoscaler.services import telemetry
+from autoscaler.services.admission import NamespaceAdmission
+from autoscaler.services.authn import Authenticator
 from autoscaler.services.grpc_scaler import ScalerServiceSettings
-from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings, Implementation
-from autoscaler.services.http_api import create_http_app
+from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
+from autoscaler.services.http_api import ResponseLimits, create_http_app
+from autoscaler.services.http_server import BoundedHttpServer, HttpServerLimits
 from autoscaler.services.tls import TlsSettings
 from autoscaler.settings import GrpcSettings, Settings
 
@@ -74,8 +78,11 @@ async def run_daemon(
     if sources is None:
         sources = {endpoint.name: PrometheusClient(endpoint) for endpoint in settings.prometheus}
     executor = _fit_executor(settings)
+    # Read-only use here: the scale targets' replicas (replicaSource kubernetes).
+    kube_client = await asyncio.to_thread(kube_config.configured_api_client, settings.actuator.kubeconfig)
     engine = Engine(
         sources=sources,
+        replicas=None if kube_client is None else KubeReplicaReader(kube_client),
         clock=clock,
         fit_executor=executor,
         settings=EngineSettings(
@@ -93,20 +100,53 @@ async def run_daemon(
     grpc_server = GrpcServer(
         engine,
         _grpc_server_settings(settings.grpc),
-        service_settings=ScalerServiceSettings(warming_wait_seconds=settings.grpc.warming_wait_seconds),
+        service_settings=ScalerServiceSettings(
+            warming_wait_seconds=settings.grpc.warming_wait_seconds,
+            limits=settings.limits.operator_limits(placeholders_written=settings.actuator.mode != "off"),
+        ),
+        admission=NamespaceAdmission(engine, capacity=settings.engine.max_targets),
         observer=lambda method, code, seconds: telemetry.observe_grpc(method, code.name, seconds),
         clock=clock.now,
     )
     grpc_port = await grpc_server.start()
 
-    http_app = create_http_app(engine, ready=lambda: engine.ready and grpc_server.serving)
-    runner = web.AppRunner(http_app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.http.host, settings.http.port)
-    await site.start()
-    http_port = runner.addresses[0][1]
+    # TokenReview + SubjectAccessReview when the HTTP port is reachable beyond loopback.
+    auth_client = (
+        await asyncio.to_thread(kube_config.api_client, settings.actuator.kubeconfig)
+        if settings.http.authenticated
+        else None
+    )
+    authenticator = None if auth_client is None else Authenticator(KubeReviewer(auth_client))
+    http_limits = settings.http.limits
+    http_app = create_http_app(
+        engine,
+        ready=lambda: engine.ready and grpc_server.serving,
+        authenticator=authenticator,
+        limits=ResponseLimits(
+            max_streaming_responses=http_limits.max_streaming_responses,
+            write_timeout_seconds=http_limits.write_timeout_seconds,
+        ),
+    )
+    http_server = BoundedHttpServer(
+        http_app,
+        host=settings.http.host,
+        port=settings.http.port,
+        limits=HttpServerLimits(
+            max_connections=http_limits.max_connections, idle_timeout_seconds=http_limits.idle_timeout_seconds
+        ),
+    )
+    http_port = await http_server.start()
 
-    actuation = await _start_actuation(settings, engine)
+    actuation_client = None
+    actuation = None
+    if settings.actuator.mode != "off":
+        actuation_client = await asyncio.to_thread(kube_config.api_client, settings.actuator.kubeconfig)
+        actuation = await start_actuation(
+            settings,
+            engine,
+            api_client=actuation_client,
+            on_result=lambda _key, result, _error: telemetry.count_actuation(result),
+        )
     collector = None
     if settings.engine.full_collection_seconds:
         collector = PacedCollector(settings.engine.full_collection_seconds)
@@ -130,10 +170,17 @@ async def run_daemon(
     finally:
         log.info("shutting down")
         await grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
-        await runner.cleanup()
+        await http_server.stop()
+        if auth_client is not None:
+            close_client: Callable[[], None] = auth_client.close  # the client is untyped
+            close_client()
         if actuation is not None:
             await actuation.stop()
+        if actuation_client is not None:
+            kube_config.close_api_client(actuation_client)
         await engine.stop()
+        if kube_client is not None:
+            kube_config.close_api_client(kube_client)
         if collector is not None:
             await collector.stop()
         telemetry.uninstall_collector()
@@ -147,14 +194,4 @@ def _grpc_server_settings(grpc: GrpcSettings) -> GrpcServerSettings:
     if grpc.tls_cert_file and grpc.tls_key_file:
         client_ca = Path(grpc.client_ca_file) if grpc.client_ca_file else None
         tls = TlsSettings(Path(grpc.tls_cert_file), Path(grpc.tls_key_file), client_ca)
-    implementation: Implementation = "grpcio" if grpc.server == "grpcio" else "builtin"  # validated by load_settings
-    return GrpcServerSettings(host=grpc.host, port=grpc.port, tls=tls, implementation=implementation)
-
-
-async def _start_actuation(settings: Settings, engine: Engine) -> ActuationHandle | None:
-    if settings.actuator.mode == "off":
-        return None
-    return await start_actuation(
-        settings, engine, on_result=lambda _key, result, _error: telemetry.count_actuation(result)
-    )
-
+    return GrpcServerSettings(host=grpc.host, port=grpc.port, tls=tls)

@@ -1,262 +1,434 @@
 """The daemon's own configuration: YAML file, then environment, then flags.
 
 Everything a target may not choose lives here: Prometheus addresses and credentials,
-listen addresses, TLS material, leader election, the actuator. scalerMetadata can only
-pick a configured Prometheus endpoint by name, never supply an address.
+listen addresses, TLS material, leader election, the actuator, and the limits a
+ScaledObject's scalerMetadata must stay within. scalerMetadata can only pick a
+configured Prometheus endpoint by name, never supply an address.
+
+The settings are a strict pydantic model tree: keys are camelCase, an unknown key or a
+value of the wrong type (`port: 9100.7`, `fitWorkers: true`) is an error, and every
+error names the setting's path. `autoscaler config schema` prints the JSON Schema.
 
 Precedence: command-line flags > environment (`PA_*`) > file > defaults.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
 
 from autoscaler.adapters.prometheus import PrometheusEndpoint
+from autoscaler.domain.limits import OperatorLimits, Tenancy
 
 MAX_CONFIG_BYTES = 1 << 20
+MAX_PROMETHEUS_ENDPOINTS = 32
+_DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 
 
 class ConfigError(ValueError):
     """The daemon configuration is invalid; the message names the setting."""
 
 
-@dataclass(frozen=True, slots=True)
-class GrpcSettings:
+def _as_tuple(value: Any) -> Any:
+    """YAML gives lists; the settings keep tuples so a loaded configuration cannot change."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _unique_names(endpoints: tuple[PrometheusEndpointSettings, ...]) -> tuple[PrometheusEndpointSettings, ...]:
+    names = [endpoint.name for endpoint in endpoints]
+    if len(set(names)) != len(names):
+        raise ValueError("endpoint names must be unique")
+    return endpoints
+
+
+def _yaml_off(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted `off` as false; for the actuator that can only mean "off"."""
+    return "off" if value is False else value
+
+
+Port = Annotated[int, Field(ge=0, le=65535, description="TCP port; 0 picks a free one.")]
+Endpoints = Annotated[
+    tuple["PrometheusEndpointSettings", ...],
+    BeforeValidator(_as_tuple),
+    AfterValidator(_unique_names),
+    Field(max_length=MAX_PROMETHEUS_ENDPOINTS),
+]
+Namespaces = Annotated[
+    tuple[Annotated[str, Field(pattern=_DNS_LABEL)], ...], BeforeValidator(_as_tuple), Field(max_length=10_000)
+]
+
+
+class _Section(BaseModel):
+    """Strict, frozen, camelCase keys; an unknown key is an error; an empty section means its defaults."""
+
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_defaults(cls, data: Any) -> Any:
+        # `grpc:` with every line under it commented out reads as null.
+        return {} if data is None else data
+
+
+class PrometheusEndpointSettings(_Section):
+    """One Prometheus server; the fields of `PrometheusEndpoint`, which checks the URL and TLS rules."""
+
+    name: str = Field(pattern=_DNS_LABEL)
+    """Referenced by the `prometheus` scalerMetadata key."""
+    url: str = Field(max_length=2048)
+    """http(s)://host[:port][/path], without credentials, query or fragment."""
+    bearer_token_file: str | None = None
+    """File holding the bearer token (read on every request, so a rotated token is picked up)."""
+    ca_file: str | None = None
+    """CA bundle for an https url."""
+    insecure_skip_verify: bool = False
+    """Skip TLS verification of an https url; never in production."""
+    timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    """Per query."""
+    retries: int = Field(default=3, ge=0, le=10)
+    """Attempts after the first one."""
+    backoff_seconds: float = Field(default=0.2, ge=0)
+    """First wait between retries; it doubles, with jitter, up to maxBackoffSeconds."""
+    max_backoff_seconds: float = Field(default=5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _endpoint_rules(self) -> PrometheusEndpointSettings:
+        self.endpoint()  # its ValueError names what is wrong; pydantic places it at this endpoint's path
+        return self
+
+    def endpoint(self) -> PrometheusEndpoint:
+        return PrometheusEndpoint(**self.model_dump())
+
+
+class PrometheusSettings(_Section):
+    endpoints: Endpoints = ()
+    """The Prometheus servers the daemon queries; ScaledObjects pick one by name (default: "default")."""
+
+
+class GrpcSettings(_Section):
     host: str = "0.0.0.0"
-    port: int = 9100
+    """Listen address of the KEDA external scaler (gRPC)."""
+    port: Port = 9100
     tls_cert_file: str | None = None
+    """Server certificate (PEM); set together with tlsKeyFile."""
     tls_key_file: str | None = None
+    """Private key of tlsCertFile (PEM)."""
     client_ca_file: str | None = None
-    warming_wait_seconds: float = 2.0
-    server: str = "builtin"  # builtin (the lean HTTP/2 server) | grpcio (grpc.aio)
+    """CA that client certificates must chain to (mTLS); needs tlsCertFile and tlsKeyFile."""
+    warming_wait_seconds: float = Field(default=2.0, ge=0, le=60)
+    """How long a call on a target without a first plan waits before UNAVAILABLE."""
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> GrpcSettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tlsCertFile and tlsKeyFile must be set together")
+        if self.client_ca_file and not self.tls_cert_file:
+            raise ValueError("clientCaFile (mTLS) needs tlsCertFile and tlsKeyFile")
+        return self
 
 
-@dataclass(frozen=True, slots=True)
-class HttpSettings:
+class HttpAuthSettings(_Section):
+    mode: Literal["kubernetes", "none"] = "kubernetes"
+    """kubernetes: TokenReview + SubjectAccessReview on the API and /metrics; none: no authentication."""
+    allow_unauthenticated_remote: bool = False
+    """Must be true for mode none on an address beyond loopback: an open port has to be asked for by name."""
+    authenticate_loopback: bool = False
+    """Mode kubernetes on a loopback address too, where otherwise only processes in the pod could connect."""
+
+
+class HttpLimitsSettings(_Section):
+    max_connections: int = Field(default=256, ge=1, le=100_000)
+    """Open connections to the HTTP port; one more is closed at once (they share the open-file limit with gRPC)."""
+    idle_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
+    """A connection idle, or still sending its request headers, for this long is closed."""
+    write_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """A large response (over 64 KiB) not written within this time is dropped with its connection."""
+    max_streaming_responses: int = Field(default=8, ge=1, le=1024)
+    """Large responses being written at once; more get 503 with Retry-After."""
+
+
+class HttpSettings(_Section):
     host: str = "0.0.0.0"
-    port: int = 8080
+    """Listen address of the JSON API, the page and /metrics."""
+    port: Port = 8080
+    auth: HttpAuthSettings = HttpAuthSettings()
+    limits: HttpLimitsSettings = HttpLimitsSettings()
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether requests need a Kubernetes bearer token: mode kubernetes beyond loopback (or asked for on it)."""
+        return self.auth.mode == "kubernetes" and (self.auth.authenticate_loopback or not _is_loopback(self.host))
+
+    @model_validator(mode="after")
+    def _open_port_asked_for(self) -> HttpSettings:
+        if self.auth.mode == "none" and not _is_loopback(self.host) and not self.auth.allow_unauthenticated_remote:
+            raise ValueError(
+                f"auth.mode none on host {self.host!r} (beyond loopback) needs auth.allowUnauthenticatedRemote: true"
+            )
+        return self
 
 
-@dataclass(frozen=True, slots=True)
-class LeaderElectionSettings:
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class LeaderElectionSettings(_Section):
     enabled: bool = False
-    lease_name: str = "predictive-autoscaler"
-    namespace: str = "default"
-    lease_duration_seconds: float = 15.0
-    renew_period_seconds: float = 5.0
+    """Elect one writer among the daemon's replicas with a Lease; off, this replica always writes."""
+    lease_name: str = Field(default="predictive-autoscaler", min_length=1, max_length=253)
+    """Name of the Lease object."""
+    namespace: str = Field(default="default", pattern=_DNS_LABEL)
+    """Namespace of the Lease (POD_NAMESPACE when set)."""
+    lease_duration_seconds: float = Field(default=15.0, gt=0, le=300)
+    """How long a crashed leader blocks a takeover."""
+    renew_period_seconds: float = Field(default=5.0, gt=0, le=300)
+    """How often the leader renews; shorter than leaseDurationSeconds."""
+
+    @model_validator(mode="after")
+    def _renews_within_lease(self) -> LeaderElectionSettings:
+        if self.renew_period_seconds >= self.lease_duration_seconds:
+            raise ValueError("renewPeriodSeconds must be shorter than leaseDurationSeconds")
+        return self
 
 
-@dataclass(frozen=True, slots=True)
-class ActuatorSettings:
-    mode: str = "off"  # off | placeholders | capacitybuffer | auto
-    priority_class_name: str = "predictive-autoscaler-placeholder"
-    priority_value: int = -10
-    pause_image: str = "registry.k8s.io/pause:3.10"
+class ActuatorSettings(_Section):
+    mode: Annotated[Literal["off", "placeholders", "capacitybuffer", "auto"], BeforeValidator(_yaml_off)] = "off"
+    """placeholders | capacitybuffer | auto (CapacityBuffer where served) | off (never write)."""
+    priority_class_name: str = Field(default="predictive-autoscaler-placeholder", min_length=1, max_length=253)
+    """PriorityClass of the placeholder pods, so real pods preempt them."""
+    priority_value: int = Field(default=-10, ge=-2_147_483_648, le=1_000_000_000)
+    """Its value (below every real workload's)."""
+    pause_image: str = Field(default="registry.k8s.io/pause:3.10", min_length=1)
+    """Image the placeholder pods run."""
     shadow: bool = False
+    """Plan and report what would be written, but write nothing."""
     kubeconfig: str | None = None
+    """Outside a pod: the kubeconfig file; in a pod the service account is used."""
 
 
-@dataclass(frozen=True, slots=True)
-class EngineTuning:
-    fit_workers: int = 1
+class EngineTuning(_Section):
+    fit_workers: int = Field(default=1, ge=1, le=64)
+    """Processes that refit models; each takes up to a core while it fits."""
     fit_in_process: bool = True
-    tick_seconds: float = 1.0
-    max_targets: int = 10_000
-    full_collection_seconds: float = 120.0
+    """Refit in worker processes (true) or in the event loop's thread pool (false)."""
+    tick_seconds: float = Field(default=1.0, gt=0, le=60)
+    """How often the engine looks for due collections and refits."""
+    max_targets: int = Field(default=10_000, ge=1, le=100_000)
+    """Targets one daemon tracks; more are refused with RESOURCE_EXHAUSTED."""
+    full_collection_seconds: float = Field(default=120.0, ge=0)
     """Period of the daemon's garbage collections (autoscaler/gc_pacing.py); 0 leaves them to CPython."""
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    prometheus: tuple[PrometheusEndpoint, ...] = ()
-    grpc: GrpcSettings = field(default_factory=GrpcSettings)
-    http: HttpSettings = field(default_factory=HttpSettings)
-    leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
-    actuator: ActuatorSettings = field(default_factory=ActuatorSettings)
-    engine: EngineTuning = field(default_factory=EngineTuning)
-    log_level: str = "info"
-    log_format: str = "json"
+class LimitsSettings(_Section):
+    """What a ScaledObject's scalerMetadata may ask for; more is INVALID_ARGUMENT naming the key and the limit."""
+
+    placeholder_namespaces: Namespaces = ()
+    """Namespaces whose ScaledObjects may have placeholders written (in their own namespace); default none.
+    Binds only while the actuator is on: with it off nothing is written."""
+    max_buffer_replicas_per_target: int = Field(default=16, ge=0, le=10_000)
+    """The largest maxBufferReplicas a ScaledObject may ask for."""
+    max_buffer_replicas_total: int = Field(default=64, ge=0, le=100_000)
+    """Placeholder replicas across all workloads; above it every buffer is cut to a fair share."""
+    allow_custom_queries: bool = True
+    """false: only presets; query, the per-kind queries and replicasQuery are refused."""
+    tenancy: Literal["none", "namespace"] = "none"
+    """namespace: every selector of every query gets namespace="<the ScaledObject's namespace>"."""
+
+    def operator_limits(self, *, placeholders_written: bool) -> OperatorLimits:
+        """The pure core's view of these limits; `placeholders_written` is whether the actuator is on."""
+        return OperatorLimits(
+            placeholder_namespaces=frozenset(self.placeholder_namespaces),
+            placeholders_written=placeholders_written,
+            max_buffer_replicas_per_target=self.max_buffer_replicas_per_target,
+            max_buffer_replicas_total=self.max_buffer_replicas_total,
+            allow_custom_queries=self.allow_custom_queries,
+            tenancy=Tenancy(self.tenancy),
+        )
 
 
-def _snake(name: str) -> str:
-    return "".join(f"_{char.lower()}" if char.isupper() else char for char in name)
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level written."""
+    format: Literal["json", "text"] = "json"
+    """json: one object per line; text: for a terminal."""
 
 
-def _section(cls: type[Any], raw: Any, path: str) -> Any:
-    """Build a settings dataclass from a camelCase mapping, naming any bad key."""
-    if raw is None:
-        return cls()
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{path}: expected a mapping")
-    known = {item.name: item for item in fields(cls)}
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = _snake(str(key))
-        if name not in known:
-            raise ConfigError(f"{path}.{key}: unknown setting; known: {', '.join(sorted(known))}")
-        values[name] = _coerce(value, _default_of(known[name]), f"{path}.{key}")
-    return cls(**values)
+class Settings(_Section):
+    """The whole daemon configuration (the YAML file's top level)."""
+
+    prometheus_settings: PrometheusSettings = Field(default=PrometheusSettings(), alias="prometheus")
+    grpc: GrpcSettings = GrpcSettings()
+    http: HttpSettings = HttpSettings()
+    leader_election: LeaderElectionSettings = LeaderElectionSettings()
+    actuator: ActuatorSettings = ActuatorSettings()
+    engine: EngineTuning = EngineTuning()
+    limits: LimitsSettings = LimitsSettings()
+    log: LogSettings = LogSettings()
+
+    @property
+    def prometheus(self) -> tuple[PrometheusEndpoint, ...]:
+        return tuple(endpoint.endpoint() for endpoint in self.prometheus_settings.endpoints)
+
+    @property
+    def log_level(self) -> str:
+        return self.log.level
+
+    @property
+    def log_format(self) -> str:
+        return self.log.format
 
 
-def _default_of(item: Field[Any]) -> Any:
-    """A field's default, or an empty string for a required (string) field."""
-    if item.default is not MISSING:
-        return item.default
-    if item.default_factory is not MISSING:
-        return item.default_factory()
-    return ""
-
-
-def _coerce(value: Any, default: Any, path: str) -> Any:
-    if default is None or value is None:
-        return value if value is None else str(value)
-    target_type = type(default)
-    try:
-        if target_type is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text not in {"true", "false", "1", "0", "yes", "no"}:
-                raise ValueError(value)
-            return text in {"true", "1", "yes"}
-        return target_type(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{path}: {value!r} is not a valid {target_type.__name__}") from None
-
-
-def _endpoints(raw: Any) -> tuple[PrometheusEndpoint, ...]:
-    if raw is None:
-        return ()
-    endpoints = raw.get("endpoints") if isinstance(raw, Mapping) else None
-    if not isinstance(endpoints, list):
-        raise ConfigError("prometheus.endpoints: expected a list of {name, url, ...}")
-    result: list[PrometheusEndpoint] = []
-    for index, item in enumerate(endpoints):
-        path = f"prometheus.endpoints[{index}]"
-        if not isinstance(item, Mapping) or "name" not in item or "url" not in item:
-            raise ConfigError(f"{path}: needs 'name' and 'url'")
-        url = str(item["url"])
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{path}.url: must start with http:// or https://")
-        try:
-            result.append(_section(PrometheusEndpoint, {**item, "name": str(item["name"]), "url": url}, path))
-        except ConfigError:
-            raise
-        except ValueError as error:  # the endpoint's own validation (URL shape, TLS, retries)
-            raise ConfigError(f"{path}: {error}") from None
-    names = [endpoint.name for endpoint in result]
-    if len(set(names)) != len(names):
-        raise ConfigError("prometheus.endpoints: endpoint names must be unique")
-    return tuple(result)
+# Flat overrides (flags and PA_* variables) and the setting each one sets.
+_OVERRIDE_PATHS: Mapping[str, tuple[str, ...]] = {
+    "grpc_port": ("grpc", "port"),
+    "grpc_host": ("grpc", "host"),
+    "http_port": ("http", "port"),
+    "http_host": ("http", "host"),
+    "lease_namespace": ("leaderElection", "namespace"),
+    "log_level": ("log", "level"),
+    "log_format": ("log", "format"),
+}
+_ENVIRONMENT = {
+    "PA_PROMETHEUS_URL": "prometheus_url",
+    "PA_GRPC_PORT": "grpc_port",
+    "PA_HTTP_PORT": "http_port",
+    "PA_LOG_LEVEL": "log_level",
+    "PA_LOG_FORMAT": "log_format",
+    "PA_LEASE_NAMESPACE": "lease_namespace",
+}
 
 
 def load_settings(
     path: str | None = None, *, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> Settings:
     """Read the file (if any), apply PA_* environment variables, then flag overrides."""
-    raw: dict[str, Any] = {}
-    if path:
-        file = Path(path)
-        try:
-            if file.stat().st_size > MAX_CONFIG_BYTES:
-                raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
-            loaded = yaml.safe_load(file.read_text()) or {}
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read: {error.strerror}") from error
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: invalid YAML: {error}") from error
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        raw = loaded
-    known_top = {"prometheus", "grpc", "http", "leaderElection", "actuator", "engine", "log"}
-    for key in raw:
-        if key not in known_top:
-            raise ConfigError(f"{key}: unknown setting; known: {', '.join(sorted(known_top))}")
-    log = raw.get("log") or {}
-    settings = Settings(
-        prometheus=_endpoints(raw.get("prometheus")),
-        grpc=_section(GrpcSettings, raw.get("grpc"), "grpc"),
-        http=_section(HttpSettings, raw.get("http"), "http"),
-        leader_election=_section(LeaderElectionSettings, raw.get("leaderElection"), "leaderElection"),
-        actuator=_section(ActuatorSettings, raw.get("actuator"), "actuator"),
-        engine=_section(EngineTuning, raw.get("engine"), "engine"),
-        log_level=str(log.get("level", "info")),
-        log_format=str(log.get("format", "json")),
-    )
-    settings = _apply_environment(settings, os.environ if environ is None else environ)
-    return _apply_overrides(settings, overrides or {})
-
-
-def _apply_environment(settings: Settings, environ: Mapping[str, str]) -> Settings:
-    overrides: dict[str, Any] = {}
-    mapping = {
-        "PA_PROMETHEUS_URL": "prometheus_url",
-        "PA_GRPC_PORT": "grpc_port",
-        "PA_GRPC_SERVER": "grpc_server",
-        "PA_HTTP_PORT": "http_port",
-        "PA_LOG_LEVEL": "log_level",
-        "PA_LOG_FORMAT": "log_format",
-        "PA_LEASE_NAMESPACE": "lease_namespace",
-    }
-    for variable, name in mapping.items():
+    raw = read_config_file(path) if path else {}
+    environ = os.environ if environ is None else environ
+    # POD_NAMESPACE (the downward API) first, so PA_LEASE_NAMESPACE set by hand wins over it.
+    for variable, name in (("POD_NAMESPACE", "lease_namespace"), *_ENVIRONMENT.items()):
         if environ.get(variable):
-            overrides[name] = environ[variable]
-    if environ.get("POD_NAMESPACE") and "lease_namespace" not in overrides:
-        overrides["lease_namespace"] = environ["POD_NAMESPACE"]
-    return _apply_overrides(settings, overrides)
+            _apply_override(raw, name, environ[variable], source=f"environment {variable}")
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            _apply_override(raw, name, value, source=f"flag {name}")
+    return validate_settings(raw)
 
 
-_SECTION_OVERRIDES = {
-    "grpc_port": ("grpc", "port"),
-    "grpc_host": ("grpc", "host"),
-    "grpc_server": ("grpc", "server"),
-    "http_port": ("http", "port"),
-    "http_host": ("http", "host"),
-    "lease_namespace": ("leader_election", "namespace"),
-}
-ACTUATOR_MODES = ("off", "placeholders", "capacitybuffer", "auto")
-GRPC_SERVERS = ("builtin", "grpcio")
+def read_config_file(path: str) -> dict[str, Any]:
+    """The YAML file's top-level mapping, or a ConfigError naming the file."""
+    file = Path(path)
+    try:
+        if file.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+        loaded = yaml.safe_load(file.read_text()) or {}
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from error
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return loaded
 
 
-def _apply_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
-    """Flat overrides from flags or environment: prometheus_url, grpc_port, http_port, ..."""
-    for name, value in overrides.items():
-        if value is None:
-            continue
-        if name == "prometheus_url":
-            others = tuple(endpoint for endpoint in settings.prometheus if endpoint.name != "default")
-            default = PrometheusEndpoint(name="default", url=str(value))
-            settings = replace(settings, prometheus=(default, *others))
-        elif name in _SECTION_OVERRIDES:
-            section_name, attribute = _SECTION_OVERRIDES[name]
-            section = getattr(settings, section_name)
-            coerced = _coerce(value, getattr(section, attribute), name)
-            settings = replace(settings, **{section_name: replace(section, **{attribute: coerced})})
-        elif name == "log_level":
-            settings = replace(settings, log_level=str(value))
-        elif name == "log_format":
-            settings = replace(settings, log_format=str(value))
-        else:
-            raise ConfigError(f"unknown override {name!r}")
-    for port_name, port in (("grpc.port", settings.grpc.port), ("http.port", settings.http.port)):
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"{port_name}: {port} is not a TCP port")
-    grpc = settings.grpc
-    if bool(grpc.tls_cert_file) != bool(grpc.tls_key_file):
-        raise ConfigError("grpc.tlsCertFile and grpc.tlsKeyFile must be set together")
-    if grpc.client_ca_file and not grpc.tls_cert_file:
-        raise ConfigError("grpc.clientCaFile (mTLS) needs grpc.tlsCertFile and grpc.tlsKeyFile")
-    if grpc.server not in GRPC_SERVERS:
-        raise ConfigError(f"grpc.server: {grpc.server!r} is not one of {', '.join(GRPC_SERVERS)}")
-    if settings.actuator.mode not in ACTUATOR_MODES:
-        modes = ", ".join(ACTUATOR_MODES)
-        raise ConfigError(f"actuator.mode: {settings.actuator.mode!r} is not one of {modes}")
-    if not settings.engine.full_collection_seconds >= 0:
-        raise ConfigError("engine.fullCollectionSeconds: must be 0 (CPython's own pacing) or a period in seconds")
-    return settings
+def validate_settings(raw: Mapping[str, Any]) -> Settings:
+    """The settings tree from the file's mapping; a ConfigError lists every bad setting by path."""
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError("; ".join(_describe(item) for item in error.errors(include_url=False))) from None
+
+
+def settings_schema() -> dict[str, Any]:
+    """The JSON Schema of the configuration file (camelCase keys, as written in YAML)."""
+    return Settings.model_json_schema(by_alias=True)
+
+
+def _describe(item: Mapping[str, Any]) -> str:
+    path = ""
+    for part in item["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    message = str(item["msg"]).removeprefix("Value error, ")
+    if item["type"] == "extra_forbidden":
+        message = "unknown setting"
+    elif item["type"] in {"model_type", "dict_type"}:
+        message = "expected a mapping of settings"
+    if item["type"] != "extra_forbidden" and isinstance(item.get("input"), str | int | float | bool):
+        message += f" (got {_shortened(repr(item['input']))})"
+    return f"{path or '(top level)'}: {message}"
+
+
+def _shortened(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def _apply_override(raw: dict[str, Any], name: str, value: Any, *, source: str) -> None:
+    """Set one flat override in the raw tree, converting text the way its setting's type reads it."""
+    if name == "prometheus_url":
+        section = _child(raw, "prometheus")
+        if isinstance(section, dict):
+            endpoints = section.get("endpoints") or []
+            others = [item for item in endpoints if not (isinstance(item, Mapping) and item.get("name") == "default")]
+            section["endpoints"] = [{"name": "default", "url": str(value)}, *others]
+        return
+    if name not in _OVERRIDE_PATHS:
+        raise ConfigError(f"unknown override {name!r}")
+    *parents, leaf = _OVERRIDE_PATHS[name]
+    node = raw
+    for part in parents:
+        child = _child(node, part)
+        if not isinstance(child, dict):
+            return  # the file's own value is not a mapping; validation reports it by path
+        node = child
+    node[leaf] = _convert(value, _OVERRIDE_PATHS[name], source=source)
+
+
+def _child(node: dict[str, Any], key: str) -> Any:
+    """The section under `key`, created when absent or empty (null)."""
+    if node.get(key) is None:
+        node[key] = {}
+    return node[key]
+
+
+def _convert(value: Any, path: tuple[str, ...], *, source: str) -> Any:
+    """Text from a flag or variable becomes the setting's type (lax: "9300" is a port, "9100.7" is not)."""
+    model: type[BaseModel] = Settings
+    for part in path[:-1]:
+        model = _field(model, part).annotation
+    field = _field(model, path[-1])
+    try:
+        return TypeAdapter(field.annotation).validate_python(value, strict=False)
+    except ValidationError as error:
+        reason = error.errors(include_url=False)[0]["msg"]
+        raise ConfigError(f"{'.'.join(path)} (from {source}): {value!r}: {reason}") from None
+
+
+def _field(model: type[BaseModel], alias: str) -> Any:
+    return next(field for name, field in model.model_fields.items() if (field.alias or name) == alias)

@@ -1,4 +1,6 @@
-"""The CapacityBuffer API (autoscaling.x-k8s.io): discovery and the object we apply.
+"""The CapacityBuffer API (autoscaling.x-k8s.io): which version a cluster serves.
+
+The object we apply is `autoscaler.domain.placeholders.capacity_buffer_manifest`.
 
 A CapacityBuffer asks the cluster autoscaler for spare room shaped like the pods of a
 scalable object. With `scalableRef` pointing at the serving Deployment the autoscaler
@@ -8,16 +10,13 @@ needed: the buffer pods are virtual and never compete with real pods.
 
 from __future__ import annotations
 
-from typing import Any
-
 from kubernetes import client
 
-GROUP = "autoscaling.x-k8s.io"
+from autoscaler.domain.placeholders import CAPACITY_BUFFER_GROUP
+
 PLURAL = "capacitybuffers"
-KIND = "CapacityBuffer"
 # Newest first: v1alpha1 is still served (deprecated) by clusters that also serve v1beta1.
 KNOWN_VERSIONS = ("v1beta1", "v1alpha1")
-ACTIVE_CAPACITY_STRATEGY = "buffer.x-k8s.io/active-capacity"
 
 
 def served_version(api_client: client.ApiClient, *, timeout_seconds: float) -> str | None:
@@ -28,36 +27,16 @@ def served_version(api_client: client.ApiClient, *, timeout_seconds: float) -> s
     """
     groups = client.ApisApi(api_client).get_api_versions(_request_timeout=timeout_seconds)
     served = {
-        version.version for group in groups.groups or [] if group.name == GROUP for version in group.versions or []
+        version.version
+        for group in groups.groups or []
+        if group.name == CAPACITY_BUFFER_GROUP
+        for version in group.versions or []
     }
     custom = client.CustomObjectsApi(api_client)
     for version in KNOWN_VERSIONS:
         if version not in served:
             continue
-        resources = custom.get_api_resources(GROUP, version, _request_timeout=timeout_seconds)
+        resources = custom.get_api_resources(CAPACITY_BUFFER_GROUP, version, _request_timeout=timeout_seconds)
         if any(resource.name == PLURAL for resource in resources.resources or []):
             return version
     return None
-
-
-def capacity_buffer_manifest(
-    *,
-    name: str,
-    namespace: str,
-    workload_name: str,
-    replicas: int,
-    version: str,
-    labels: dict[str, str],
-    annotations: dict[str, str],
-) -> dict[str, Any]:
-    """The whole CapacityBuffer object we own: `replicas` chunks shaped like the workload's pods."""
-    return {
-        "apiVersion": f"{GROUP}/{version}",
-        "kind": KIND,
-        "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
-        "spec": {
-            "scalableRef": {"apiGroup": "apps", "kind": "Deployment", "name": workload_name},
-            "replicas": replicas,
-            "provisioningStrategy": ACTIVE_CAPACITY_STRATEGY,
-        },
-    }

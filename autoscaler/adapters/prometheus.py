@@ -44,6 +44,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from autoscaler.adapters.sample_age import newest_sample_query
+
 logger = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
@@ -223,6 +225,18 @@ class PrometheusClient:
                 if sample is not None:
                     points[sample.timestamp] = sample.value
         return sorted(points.items())
+
+    async def newest_sample_at(self, queries: Sequence[str], *, at: float) -> float | None:
+        """When the newest raw sample behind the stalest input of `queries` was taken, seen at `at`.
+
+        None when that is unknown: the queries read no plain selector, or none of their
+        selectors has a sample within the lookback. See `sample_age`.
+        """
+        query = newest_sample_query(tuple(queries))
+        if query is None:
+            return None
+        sample = await self.instant(query, at=at)
+        return None if sample is None else sample.value
 
     async def close(self) -> None:
         if self._owns_session and self._session is not None:

@@ -9,6 +9,7 @@ runs dry. A query names the trace: `replay:<name>`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from autoscaler.domain.types import FloatArray
@@ -60,9 +61,18 @@ class ReplaySource:
             return None
         return ReplaySample(value=trace.value_of_row(row), timestamp=at)
 
-    async def range(
-        self, query: str, *, start: float, end: float, step_seconds: float
-    ) -> list[tuple[float, float]]:
+    async def newest_sample_at(self, queries: Sequence[str], *, at: float) -> float | None:
+        """A trace's samples are taken on its steps: the newest is the step at or before `at`."""
+        newest: list[float] = []
+        for query in queries:
+            trace = self._trace(query)
+            row = trace.row_at(at)
+            if row < 0:
+                return None
+            newest.append(trace.origin + (row - trace.offset_rows) * trace.step_seconds)
+        return min(newest, default=None)
+
+    async def range(self, query: str, *, start: float, end: float, step_seconds: float) -> list[tuple[float, float]]:
         trace = self._trace(query)
         points: list[tuple[float, float]] = []
         # Count steps rather than compare floats: at epoch magnitudes an epsilon added

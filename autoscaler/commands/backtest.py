@@ -16,12 +16,14 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
+from autoscaler.commands import closed_loop, frontier
 from autoscaler.domain.errors import SpecError, TraceError
-from autoscaler.domain.spec import MODELS
+from autoscaler.domain.spec import COVERAGE_BASES, DEFAULT_COVERAGE_BASIS, MODELS
 from autoscaler.sim.backtest import (
     POLICY_NAMES,
     BacktestConfig,
     PolicyRun,
+    comparison,
     make_policy,
     run_named,
     run_policy,
@@ -86,7 +88,13 @@ def _add_trace_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-startup-seconds", type=_non_negative, required=True, help="new node to ready")
     parser.add_argument("--pods-per-node", type=_pods_per_node, required=True, help="serving pods per node")
     parser.add_argument(
-        "--target-coverage", type=_coverage, default=0.95, help="share of steps to cover (default 0.95)"
+        "--target-coverage", type=_coverage, default=0.95, help="share of demand (or steps) to cover (default 0.95)"
+    )
+    parser.add_argument(
+        "--coverage-basis",
+        choices=COVERAGE_BASES,
+        default=DEFAULT_COVERAGE_BASIS,
+        help=f"what --target-coverage counts: steps covered or demand served (default {DEFAULT_COVERAGE_BASIS})",
     )
     parser.add_argument("--model", choices=MODELS, default="auto", help="forecasting model (default auto)")
 
@@ -98,9 +106,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         summary="replay a trace: ours vs reactive, Holt-Winters and an oracle",
         description=__doc__,
     )
-    parser.add_argument("--out", type=Path, required=True, metavar="DECISIONS.csv", help="where to write decisions")
+    parser.add_argument(
+        "--out", type=Path, metavar="DECISIONS.csv", help="where to write decisions (required without --closed-loop)"
+    )
     parser.add_argument("--progress", action="store_true", help="show a progress bar even when not on a terminal")
     parser.add_argument("--jobs", type=int, default=1, help="processes for the baseline policies (default 1)")
+    closed_loop.add_arguments(parser)
+    frontier.add_arguments(parser)
 
 
 def load_trace(args: argparse.Namespace) -> tuple[Trace, BacktestConfig]:
@@ -121,6 +133,7 @@ def load_trace(args: argparse.Namespace) -> tuple[Trace, BacktestConfig]:
         node_startup_seconds=args.node_startup_seconds,
         pods_per_node=args.pods_per_node,
         target_coverage=args.target_coverage,
+        coverage_basis=args.coverage_basis,
         model=args.model,
     )
     try:
@@ -169,16 +182,6 @@ def write_decisions(path: Path, run: PolicyRun) -> None:
             )
 
 
-def _comparison(ours: PolicyRun, other: PolicyRun) -> str:
-    def ratio(a: float, b: float) -> str:
-        return f"{a / b:.2f}x" if b > 0 else ("same (0)" if a == 0 else "more (baseline 0)")
-
-    return (
-        f"ours vs {other.name}: unserved {ratio(ours.totals.unserved, other.totals.unserved)}, "
-        f"node-steps {ratio(ours.totals.node_steps, other.totals.node_steps)}"
-    )
-
-
 def run_all(trace: Trace, config: BacktestConfig, *, jobs: int, show_progress: bool) -> list[PolicyRun]:
     """Ours in this process (with the bar); the baselines alongside in a pool when jobs > 1."""
     baselines = [name for name in POLICY_NAMES if name != "ours"]
@@ -198,6 +201,15 @@ def run(args: argparse.Namespace) -> int:
     except CommandError as error:
         print(f"autoscaler backtest: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if args.closed_loop:
+        return closed_loop.run(args, trace, config)
+    if args.out is None:
+        print("autoscaler backtest: --out DECISIONS.csv is required (except with --closed-loop)", file=sys.stderr)
+        return EXIT_USAGE
+    frontier_problem = frontier.usage_problem(args)
+    if frontier_problem is not None:
+        print(f"autoscaler backtest: {frontier_problem}", file=sys.stderr)
+        return EXIT_USAGE
     show_progress = args.progress or (sys.stderr.isatty() and len(trace) >= PROGRESS_MIN_ROWS)
     runs = run_all(trace, config, jobs=args.jobs, show_progress=show_progress)
     ours = runs[0]
@@ -210,8 +222,17 @@ def run(args: argparse.Namespace) -> int:
     print(summary_table(runs))
     by_name = {run.name: run for run in runs}
     for name in ("reactive", "holt-winters", "oracle"):
-        print(_comparison(ours, by_name[name]))
+        print(comparison(ours, by_name[name]))
     coverage = ours.achieved_coverage
     coverage_text = "n/a (no forecast was scored)" if coverage is None else f"{coverage:.3f}"
-    print(f"coverage achieved by the plans at the lead time: {coverage_text} (target {config.target_coverage:g})")
+    print(
+        f"coverage achieved by the plans at the lead time: {coverage_text} "
+        f"(target {config.target_coverage:g} of {config.coverage_basis})"
+    )
+    if args.frontier is not None:
+        try:
+            print("\n".join(frontier.report(args, trace, config, runs, jobs=args.jobs)))
+        except OSError as error:
+            print(f"autoscaler backtest: cannot write the frontier: {error.strerror or error}", file=sys.stderr)
+            return EXIT_USAGE
     return 0

@@ -1,7 +1,9 @@
 """`autoscaler inspect [TARGET]`: the inspection API of a running daemon, in a terminal.
 
 Without TARGET it prints a table of every target; with one it prints the decision, its
-reason, the model selection and a sparkline of history and forecast (median and band).
+reason, the observed replicas beside the planned ones, how demand was derived, the model
+selection, a sparkline of demand and forecast (median and band), and sparklines of the
+raw signals and the observed replicas.
 It only reads the daemon's JSON API, so it works against any reachable daemon.
 """
 
@@ -122,13 +124,14 @@ def table(rows: list[list[str]]) -> str:
 
 
 def targets_table(targets: list[Json]) -> str:
-    rows = [["TARGET", "STATUS", "MODE", "PLANNED", "REACTIVE", "BUFFER", "MODEL", "DATA AGE"]]
+    rows = [["TARGET", "STATUS", "MODE", "READY", "PLANNED", "REACTIVE", "BUFFER", "MODEL", "DATA AGE"]]
     for t in targets:
         rows.append(
             [
                 t["key"],
                 t["status"],
                 t["mode"],
+                number(t["ready_replicas"]),
                 number(t["planned_replicas"]),
                 number(t["reactive_replicas"]),
                 number(t["buffer_replicas"]),
@@ -149,13 +152,13 @@ def forecast_chart(detail: Json) -> list[str]:
     forecast = detail["forecast"]
     rows: list[tuple[str, list[float | None], list[float | None]]]
     if forecast is None:
-        rows = [("history", history, [])]
+        rows = [("demand", history, [])]
     else:
         top, bottom = forecast["quantiles"][-1], forecast["quantiles"][0]
         median = _quantile(forecast, 0.5)
         rows = [
             (f"p{top['level'] * 100:g}", [None] * len(history), top["values"]),
-            (f"history │ p{median['level'] * 100:g}", history, median["values"]),
+            (f"demand │ p{median['level'] * 100:g}", history, median["values"]),
             (f"p{bottom['level'] * 100:g}", [None] * len(history), bottom["values"]),
         ]
     seen = [v for _, past, future in rows for v in (*past, *future) if v is not None and math.isfinite(v)]
@@ -170,6 +173,49 @@ def forecast_chart(detail: Json) -> list[str]:
     horizon = f", forecast {forecast['horizon_steps']} steps" if forecast else ""
     lines.append(f"scale {number(low)} – {number(high)}; {len(history)} points of {step}{horizon}")
     return lines
+
+
+def _finite_values(values: Sequence[float | None]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def signal_charts(detail: Json) -> list[str]:
+    """Each raw signal on its own scale, then the observed replicas on one scale."""
+    lines = []
+    signals = detail["demand"]["signals"]
+    width = max((len(s["kind"]) for s in signals), default=0)
+    for signal in signals:
+        seen = _finite_values(signal["values"])
+        low, high = (min(seen), max(seen)) if seen else (0.0, 0.0)
+        lines.append(
+            f"{sparkline(signal['values'], low, high)}  {signal['kind'].ljust(width)}  "
+            f"{number(low)} – {number(high)} {signal['unit']} (raw)"
+        )
+    history = detail["replicas"]["history"]
+    if history is not None:
+        seen = _finite_values([*history["ready"], *history["desired"]])
+        high = max(seen, default=0.0)
+        for name in ("ready", "desired"):
+            lines.append(f"{sparkline(history[name], 0.0, high)}  {name.ljust(width)}  0 – {number(high)} replicas")
+    return lines
+
+
+def _observed_line(detail: Json) -> str:
+    replicas = detail["replicas"]
+    if replicas["ready"] is None:
+        return f"observed  none yet (replicaSource {replicas['source']})"
+    return (
+        f"observed  ready {replicas['ready']}  desired {number(replicas['desired'])}  "
+        f"vs planned {number(replicas['planned'])}  (replicaSource {replicas['source']})"
+    )
+
+
+def _demand_line(demand: Json) -> str:
+    derivation = demand["derivation"]
+    if derivation is None:
+        return f"derived   nothing yet (demand in {demand['unit']})"
+    bound = "; a lower bound" if derivation["lower_bound"] else ""
+    return f"derived   {derivation['description']} ({demand['unit']}{bound})"
 
 
 def target_detail(detail: Json) -> str:
@@ -191,6 +237,8 @@ def target_detail(detail: Json) -> str:
             f"{number(decision['forecast_at_node_lead'])} at node lead"
         )
         lines.append(f"reason    {decision['reason']}")
+    lines.append(_observed_line(detail))
+    lines.append(_demand_line(detail["demand"]))
     candidates = ", ".join(
         f"{c['model']} {'failed: ' + c['failed'] if c['failed'] else number(c['mase'])}"
         for c in selection["candidates"]
@@ -212,6 +260,7 @@ def target_detail(detail: Json) -> str:
         lines.append(f"error     {detail['last_error']}")
     lines.append("")
     lines.extend(forecast_chart(detail))
+    lines.extend(signal_charts(detail))
     return "\n".join(lines)
 
 

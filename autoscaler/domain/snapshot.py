@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from autoscaler.domain.signals import ReplicaCounts, SignalKind
 from autoscaler.domain.spec import ScalerSpec
 from autoscaler.domain.types import Decision, FloatArray, Forecast, ModelScore, TargetKey
 
@@ -20,6 +21,38 @@ class TargetStatus(enum.Enum):
     READY = "ready"  # fresh data and a current decision
     STALE = "stale"  # no fresh data within staleAfter: handlers answer UNAVAILABLE
     ERROR = "error"  # collection failing and the last safe plan has expired
+
+
+@dataclass(frozen=True, slots=True)
+class SignalHistory:
+    """One raw signal as observed, before demand was derived from it; NaN where absent."""
+
+    kind: SignalKind
+    timestamps: FloatArray
+    values: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaHistory:
+    """The scale target's replicas as observed at each step; NaN where no count was read."""
+
+    timestamps: FloatArray
+    ready: FloatArray
+    desired: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class DemandDerivation:
+    """How the newest step's offered demand was derived from the raw signals."""
+
+    value: float
+    """NaN when the signals did not determine it."""
+    source: str
+    description: str
+    lower_bound: bool = False
+    """Demand is at least `value`: the signals were censored (saturation, a backlog, silent pods)."""
+    saturated: bool = False
+    missing_pods: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +78,12 @@ class TargetSnapshot:
     last_fit_seconds: float | None = None
     last_update_seconds: float | None = None
     prometheus_errors: int = 0
+    observed_replicas: ReplicaCounts | None = None
+    """The scale target's replicas as last observed (ready and desired), if read."""
+    signal_histories: tuple[SignalHistory, ...] = ()
+    """The raw signals `history_values` (offered demand) was derived from, trimmed alike."""
+    replica_history: ReplicaHistory | None = None
+    demand_derivation: DemandDerivation | None = None
 
     @property
     def servable(self) -> bool:

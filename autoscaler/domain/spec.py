@@ -17,16 +17,42 @@ from typing import Any
 
 from autoscaler.domain.errors import SpecError
 from autoscaler.domain.presets import PRESETS, expand_preset, validate_selector
+from autoscaler.domain.signals import ReplicaSource, SignalKind, SignalQuery
 from autoscaler.domain.types import MetricKind, TargetKey
 
-MODELS = ("auto", "naive", "seasonal_naive", "ets", "gbm")
+MODELS = ("auto", "naive", "seasonal_naive", "ets", "mstl", "gbm")
+COVERAGE_BASES = ("demand", "steps")
+DEFAULT_COVERAGE_BASIS = "steps"
+"""Chosen by measurement on the shared traces: see docs/backtest.md, "Coverage basis"."""
 MAX_METADATA_VALUE = 4096
 MAX_METADATA_KEYS = 64
+MAX_METADATA_KEY = 128
+"""Longest key accepted; every known key is far shorter, and a longer one is only quoted in part."""
+MAX_METADATA_CHARACTERS = 32 * 1024
+"""Keys and values together: a trigger's metadata is a few hundred characters."""
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _ENDPOINT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _WORKLOAD_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 _METRIC_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]{0,62}$")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+# The key naming a custom query per kind of signal; `pods` counts the pods the sums cover.
+SIGNAL_KEYS: dict[SignalKind, str] = {
+    SignalKind.ARRIVALS: "arrivalsQuery",
+    SignalKind.COMPLETIONS: "completionsQuery",
+    SignalKind.WAITING: "waitingQuery",
+    SignalKind.RUNNING: "runningQuery",
+    SignalKind.UTILIZATION: "utilizationQuery",
+    SignalKind.PODS: "podsQuery",
+}
+# Which signal is the primary query (the old single-series path, the inspection API).
+_PRIMARY_ORDER = (
+    SignalKind.ARRIVALS,
+    SignalKind.COMPLETIONS,
+    SignalKind.UTILIZATION,
+    SignalKind.WAITING,
+    SignalKind.RUNNING,
+)
 
 
 def parse_duration(text: str) -> float:
@@ -45,13 +71,39 @@ class KeySpec:
 
 
 KEYS: tuple[KeySpec, ...] = (
-    KeySpec("query", None, "PromQL returning one series. Exactly one of query and preset is required."),
+    KeySpec(
+        "query",
+        None,
+        "PromQL returning one series, typed by metricKind. Exactly one of query, preset and per-kind queries.",
+    ),
+    KeySpec("arrivalsQuery", None, "PromQL: requests (or tokens) per second arriving, whatever the replicas."),
+    KeySpec("completionsQuery", None, "PromQL: requests per second finished (capped by the capacity provided)."),
+    KeySpec("waitingQuery", None, "PromQL: requests queued, summed over pods; drained within drainTime."),
+    KeySpec("runningQuery", None, "PromQL: requests in flight, summed over pods."),
+    KeySpec("utilizationQuery", None, "PromQL: a per-replica fraction 0-1 averaged over ready pods."),
+    KeySpec("podsQuery", None, "PromQL: how many pods the sums cover; fewer than ready holds the replicas."),
     KeySpec("preset", None, f"A named PromQL recipe: {', '.join(sorted(PRESETS))}."),
     KeySpec("presetSelector", "", 'Label matchers inserted into the preset, e.g. namespace="llm".'),
     KeySpec("prometheus", "default", "Name of a Prometheus endpoint from the daemon's configuration."),
-    KeySpec("metricKind", None, "load (total demand) or utilisation (per-replica average). Preset default."),
-    KeySpec("capacityPerReplica", None, "Demand one replica serves (load) or per-replica target (utilisation)."),
-    KeySpec("targetCoverage", "0.95", "Share of steps on which planned capacity must cover demand (0.5-0.999)."),
+    KeySpec(
+        "metricKind", None, "Types a single query: load (arrivals) or utilisation. Not with preset or per-kind queries."
+    ),
+    KeySpec(
+        "capacityPerReplica",
+        None,
+        "Requests/s one replica serves; for utilisation alone, defaults to targetUtilization (replica units).",
+    ),
+    KeySpec("targetUtilization", None, "Per-replica fraction to hold for a utilisation signal (0.05-1)."),
+    KeySpec("drainTime", "120s", "A backlog is drained within this time by extra replicas (10s-1h)."),
+    KeySpec("replicaSource", "none", "Where ready replicas are read: kubernetes, prometheus or none."),
+    KeySpec("workloadKind", "Deployment", "Kind of the scale target read with replicaSource kubernetes."),
+    KeySpec("replicasQuery", None, "PromQL of the ready replicas (kube-state-metrics), replicaSource prometheus."),
+    KeySpec("targetCoverage", "0.95", "Share of demand (or of steps) planned capacity must cover (0.5-0.999)."),
+    KeySpec(
+        "coverageBasis",
+        DEFAULT_COVERAGE_BASIS,
+        "What targetCoverage counts: steps (steps covered) or demand (served share).",
+    ),
     KeySpec("leadTime", "180s", "Pod startup to ready: how far ahead replicas are planned (0s-1h)."),
     KeySpec("nodeLeadTime", "300s", "Extra time a new node takes, for the placeholder buffer (0s-2h)."),
     KeySpec("podsPerNode", "1", "Serving pods that fit on one node (1-256)."),
@@ -66,7 +118,11 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("scaleDownPercentPerMinute", "50", "Largest share of replicas removed per minute (1-100)."),
     KeySpec("staleAfter", None, "Data older than this gives UNAVAILABLE (default: 3 steps, at least 90s)."),
     KeySpec("mode", "active", "active drives replicas; shadow returns the reactive answer and writes nothing."),
-    KeySpec("workloadName", None, "Deployment whose pod template the placeholder pods copy (node buffer)."),
+    KeySpec(
+        "workloadName",
+        None,
+        "Scale target: its pod template for placeholder pods, its replicas with replicaSource kubernetes.",
+    ),
     KeySpec("metricName", None, "Name of the external metric; default derived from the target."),
 )
 _KNOWN = {key.name: key for key in KEYS}
@@ -98,6 +154,20 @@ class ScalerSpec:
     shadow: bool
     workload_name: str | None
     metric_name: str | None
+    signals: tuple[SignalQuery, ...] = ()
+    """Every query the engine collects each step, the `pods` count included."""
+    target_utilization: float | None = None
+    """The per-replica fraction held for a utilisation signal; None without one."""
+    drain_time_seconds: float = 120.0
+    replica_source: ReplicaSource = ReplicaSource.NONE
+    workload_kind: str = "Deployment"
+    replicas_query: str | None = None
+    coverage_basis: str = DEFAULT_COVERAGE_BASIS
+    """What `target_coverage` counts: the share of demand served or of steps covered."""
+
+    @property
+    def signal_kinds(self) -> frozenset[SignalKind]:
+        return frozenset(signal.kind for signal in self.signals)
 
     @property
     def lead_steps(self) -> int:
@@ -182,36 +252,146 @@ class _Reader:
 def _check_shape(metadata: Mapping[str, str]) -> None:
     if len(metadata) > MAX_METADATA_KEYS:
         raise SpecError("scalerMetadata", f"has {len(metadata)} keys; at most {MAX_METADATA_KEYS} allowed")
+    characters = 0
     for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY:
+            raise SpecError(
+                "scalerMetadata",
+                f"a key of {len(key)} characters ({key[:32]!r}...); keys are at most {MAX_METADATA_KEY}",
+            )
         if key not in _KNOWN:
             raise SpecError(key, f"unknown key; valid keys: {', '.join(sorted(_KNOWN))}")
         if len(value) > MAX_METADATA_VALUE:
             raise SpecError(key, f"value longer than {MAX_METADATA_VALUE} characters")
+        characters += len(key) + len(value)
+    if characters > MAX_METADATA_CHARACTERS:
+        raise SpecError("scalerMetadata", f"holds {characters} characters; at most {MAX_METADATA_CHARACTERS} allowed")
 
 
-def _query(reader: _Reader, step_seconds: float) -> tuple[str, str | None, MetricKind | None]:
+def _promql(key: str, text: str) -> str:
+    if "\x00" in text:
+        raise SpecError(key, "contains a NUL character")
+    return text
+
+
+def _signals(reader: _Reader, step_seconds: float) -> tuple[tuple[SignalQuery, ...], str | None]:
+    """The bundle of typed queries and the preset it came from, if any.
+
+    A single `query` is typed by metricKind: load becomes one arrivals signal,
+    utilisation one utilisation signal. A preset and per-kind queries say what each
+    query measures, so metricKind is refused beside them.
+    """
     query, preset = reader.raw("query"), reader.raw("preset")
-    if (query is None) == (preset is None):
-        raise SpecError("query", "exactly one of 'query' and 'preset' must be set")
+    custom = tuple(
+        SignalQuery(kind, _promql(key, text)) for kind, key in SIGNAL_KEYS.items() if (text := reader.raw(key))
+    )
+    shapes = sum((query is not None, preset is not None, bool(custom)))
+    if shapes != 1:
+        raise SpecError("query", "exactly one of 'query', 'preset' and the per-kind queries (arrivalsQuery...) is set")
+    if custom:
+        if reader.raw("metricKind") is not None:
+            raise SpecError("metricKind", "applies to a single 'query'; per-kind queries say what they measure")
+        if not any(signal.kind is not SignalKind.PODS for signal in custom):
+            raise SpecError("podsQuery", "counts the pods of other signals; name at least one of them")
+        return custom, None
     if query is not None:
-        if "\x00" in query:
-            raise SpecError("query", "contains a NUL character")
-        return query, None, None
+        kind = _metric_kind(reader)
+        return (SignalQuery(_signal_kind(kind), _promql("query", query)),), None
     assert preset is not None
     if preset not in PRESETS:
         raise SpecError("preset", f"{preset!r} is not one of: {', '.join(sorted(PRESETS))}")
+    if reader.raw("metricKind") is not None:
+        raise SpecError("metricKind", "applies to a single 'query'; a preset's queries say what they measure")
     selector = validate_selector(reader.raw("presetSelector") or "")
-    return expand_preset(preset, selector, step_seconds), preset, PRESETS[preset].kind
+    return expand_preset(preset, selector, step_seconds), preset
 
 
-def _metric_kind(reader: _Reader, preset_kind: MetricKind | None) -> MetricKind:
+def _signal_kind(kind: MetricKind) -> SignalKind:
+    return SignalKind.UTILIZATION if kind is MetricKind.UTILISATION else SignalKind.ARRIVALS
+
+
+def _metric_kind(reader: _Reader) -> MetricKind:
     text = reader.raw("metricKind")
     if text is None:
-        return preset_kind or MetricKind.LOAD
+        return MetricKind.LOAD
     aliases = {"load": MetricKind.LOAD, "utilisation": MetricKind.UTILISATION, "utilization": MetricKind.UTILISATION}
     if text not in aliases:
         raise SpecError("metricKind", f"{text!r} is not one of: load, utilisation")
     return aliases[text]
+
+
+def primary_signal(signals: tuple[SignalQuery, ...], *, preset: str | None = None) -> SignalQuery:
+    """The query the single-series path and the inspection API show: a preset's named one."""
+    if preset is not None:
+        return signals[0]
+    by_kind = {signal.kind: signal for signal in signals}
+    return next(by_kind[kind] for kind in _PRIMARY_ORDER if kind in by_kind)
+
+
+@dataclass(frozen=True, slots=True)
+class _Units:
+    metric_kind: MetricKind
+    capacity_per_replica: float
+    target_utilization: float | None
+
+
+def _units(reader: _Reader, signals: tuple[SignalQuery, ...]) -> _Units:
+    """Capacity in demand units and the utilisation target.
+
+    A target whose only demand signal is a utilisation plans in replica units (demand =
+    utilisation x ready replicas), so capacityPerReplica defaults to the target; the
+    old form (a utilisation `query` whose capacityPerReplica is the target) still reads.
+    """
+    kinds = {signal.kind for signal in signals}
+    has_utilisation = SignalKind.UTILIZATION in kinds
+    utilisation_only = has_utilisation and not kinds & {SignalKind.ARRIVALS, SignalKind.COMPLETIONS}
+    capacity_text = reader.raw("capacityPerReplica")
+    capacity = None if capacity_text is None else reader.number("capacityPerReplica", 1e-9, 1e12, text=capacity_text)
+    target_text = reader.raw("targetUtilization")
+    target = None if target_text is None else reader.number("targetUtilization", 0.05, 1.0, text=target_text)
+    if target is not None and not has_utilisation:
+        raise SpecError("targetUtilization", "is set but the target has no utilisation signal")
+    if has_utilisation and target is None:
+        if capacity is None or not utilisation_only or capacity > 1.0:
+            raise SpecError("targetUtilization", "is required with a utilisation signal (a fraction 0.05-1)")
+        target = capacity
+    if capacity is None:
+        if not utilisation_only:
+            raise SpecError("capacityPerReplica", "is required")
+        capacity = target
+    assert capacity is not None
+    kind = MetricKind.UTILISATION if utilisation_only else MetricKind.LOAD
+    return _Units(metric_kind=kind, capacity_per_replica=capacity, target_utilization=target)
+
+
+@dataclass(frozen=True, slots=True)
+class _Replicas:
+    source: ReplicaSource
+    workload_kind: str
+    replicas_query: str | None
+
+
+def _replica_source(reader: _Reader, signals: tuple[SignalQuery, ...]) -> _Replicas:
+    """Where ready replicas come from; a utilisation needs them, so it is refused without."""
+    source = ReplicaSource(reader.choice("replicaSource", tuple(ReplicaSource)))
+    workload_kind = reader.choice("workloadKind", WORKLOAD_KINDS)
+    replicas_query = reader.raw("replicasQuery")
+    if source is ReplicaSource.KUBERNETES and reader.raw("workloadName") is None:
+        raise SpecError("workloadName", "is required with replicaSource kubernetes: the workload to read")
+    if source is ReplicaSource.PROMETHEUS and replicas_query is None:
+        raise SpecError("replicasQuery", "is required with replicaSource prometheus")
+    if source is not ReplicaSource.PROMETHEUS and replicas_query is not None:
+        raise SpecError("replicasQuery", "is only read with replicaSource prometheus")
+    if source is ReplicaSource.NONE and any(signal.kind is SignalKind.UTILIZATION for signal in signals):
+        raise SpecError(
+            "replicaSource",
+            "a utilisation is a share of the ready replicas, so it needs them: set kubernetes or prometheus",
+        )
+    return _Replicas(
+        source=source,
+        workload_kind=workload_kind,
+        replicas_query=None if replicas_query is None else _promql("replicasQuery", replicas_query),
+    )
 
 
 def parse_spec(metadata: Mapping[str, str]) -> ScalerSpec:
@@ -219,7 +399,9 @@ def parse_spec(metadata: Mapping[str, str]) -> ScalerSpec:
     _check_shape(metadata)
     reader = _Reader(metadata)
     step = reader.duration("step", 10, 1800)
-    query, preset, preset_kind = _query(reader, step)
+    signals, preset = _signals(reader, step)
+    units = _units(reader, signals)
+    replicas = _replica_source(reader, signals)
     prometheus = reader.pattern("prometheus", _ENDPOINT_NAME, "is not an endpoint name (lowercase DNS label)")
     lead = reader.duration("leadTime", 0, 3600)
     history = reader.duration("historyWindow", 3600, 35 * 86400)
@@ -233,17 +415,16 @@ def parse_spec(metadata: Mapping[str, str]) -> ScalerSpec:
         raise SpecError("maxReplicas", f"{max_replicas} is below minReplicas {min_replicas}")
     stale_text = reader.raw("staleAfter")
     stale = (
-        reader.duration("staleAfter", step, 86400, text=stale_text)
-        if stale_text is not None
-        else max(3 * step, 90.0)
+        reader.duration("staleAfter", step, 86400, text=stale_text) if stale_text is not None else max(3 * step, 90.0)
     )
     return ScalerSpec(
-        query=query,
+        query=primary_signal(signals, preset=preset).query,
         preset=preset,
         prometheus=prometheus or "default",
-        metric_kind=_metric_kind(reader, preset_kind),
-        capacity_per_replica=reader.number("capacityPerReplica", 1e-9, 1e12),
+        metric_kind=units.metric_kind,
+        capacity_per_replica=units.capacity_per_replica,
         target_coverage=reader.number("targetCoverage", 0.5, 0.999),
+        coverage_basis=reader.choice("coverageBasis", COVERAGE_BASES),
         lead_time_seconds=lead,
         node_lead_time_seconds=reader.duration("nodeLeadTime", 0, 7200),
         pods_per_node=reader.integer("podsPerNode", 1, 256),
@@ -260,6 +441,12 @@ def parse_spec(metadata: Mapping[str, str]) -> ScalerSpec:
         shadow=reader.choice("mode", ("active", "shadow")) == "shadow",
         workload_name=reader.pattern("workloadName", _WORKLOAD_NAME, "is not a Kubernetes object name"),
         metric_name=reader.pattern("metricName", _METRIC_NAME, "must be letters, digits, '-' or '_' (max 63)"),
+        signals=signals,
+        target_utilization=units.target_utilization,
+        drain_time_seconds=reader.duration("drainTime", 10, 3600),
+        replica_source=replicas.source,
+        workload_kind=replicas.workload_kind,
+        replicas_query=replicas.replicas_query,
     )
 
 

@@ -1,8 +1,8 @@
 """The actuation loop: the engine's latest plans become placeholder buffers.
 
 It reads published snapshots only (never the planner), groups targets by the
-Deployment their placeholders copy, and applies the largest planned buffer of the
-group. It writes only when this replica leads and the group has a target in active
+Deployment their placeholders copy, and applies the buffer the group's triggers need
+together (`autoscaler.engine.buffers`). It writes only when this replica leads and the group has a target in active
 mode; otherwise it records what it would have written, so shadow mode and standby
 replicas can be inspected. Failures are reported, logged and retried on the next
 pass; nothing here raises into the engine.
@@ -18,11 +18,11 @@ import os
 import platform
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Protocol
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client import ApiClient
 
 from autoscaler.adapters.clock import Clock, SystemClock
@@ -33,12 +33,14 @@ from autoscaler.adapters.kube import (
     KubeActuatorError,
     LeadershipLostError,
     Mode,
-    PlaceholderGroup,
 )
 from autoscaler.adapters.leader import LeaderElector, LeaseSettings
+from autoscaler.domain.limits import share_buffer_total
+from autoscaler.domain.placeholders import PlaceholderGroup
 from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot
 from autoscaler.domain.types import Decision, TargetKey
 from autoscaler.engine.api import EngineView
+from autoscaler.engine.buffers import combined_buffer, trigger_need
 from autoscaler.settings import LeaderElectionSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,8 @@ def buffer_input(target: TargetSnapshot) -> tuple[PlaceholderGroup, Decision] | 
 
 
 def wanted_buffers(snapshot: EngineSnapshot) -> tuple[dict[PlaceholderGroup, _Wanted], dict[TargetKey, str]]:
-    """Per group the largest planned buffer (active targets first), and the skipped targets."""
+    """Per group the buffer its triggers need together (`combined_buffer`; active targets
+    first), and the skipped targets."""
     members: dict[PlaceholderGroup, list[tuple[TargetSnapshot, Decision]]] = {}
     skipped: dict[TargetKey, str] = {}
     for key, target in snapshot.targets.items():
@@ -118,15 +121,40 @@ def wanted_buffers(snapshot: EngineSnapshot) -> tuple[dict[PlaceholderGroup, _Wa
     for group, entries in members.items():
         active = [entry for entry in entries if not entry[0].spec.shadow]
         # Shadow targets only inform what would be written when no active target exists.
-        driver, decision = max(active or entries, key=lambda entry: entry[1].buffer_replicas)
+        counted = active or entries
+        desired = [
+            target.observed_replicas.desired
+            for target, _ in counted
+            if target.observed_replicas is not None and target.observed_replicas.desired is not None
+        ]
+        buffer = combined_buffer(
+            [trigger_need(target, decision) for target, decision in counted],
+            observed_desired=max(desired, default=None),
+        )
         wanted[group] = _Wanted(
             group=group,
-            replicas=decision.buffer_replicas,
+            replicas=buffer.replicas,
             active=tuple(target.key for target, _ in active),
             shadow=tuple(target.key for target, _ in entries if target.spec.shadow),
-            reason=f"{driver.key}: {decision.reason} (forecast at node lead {decision.forecast_at_node_lead:.3g})",
+            reason=buffer.reason,
         )
     return wanted, skipped
+
+
+def within_total(wanted: Mapping[PlaceholderGroup, _Wanted], total: int) -> dict[PlaceholderGroup, _Wanted]:
+    """The groups that will write (an active target) cut to a fair share of `total` replicas."""
+    writing = {group: want.replicas for group, want in wanted.items() if want.active}
+    shares = share_buffer_total(writing, total)
+    return {
+        group: want
+        if shares.get(group, want.replicas) == want.replicas
+        else replace(
+            want,
+            replicas=shares[group],
+            reason=f"{want.reason}; cut from {want.replicas} to a fair share of limits.maxBufferReplicasTotal {total}",
+        )
+        for group, want in wanted.items()
+    }
 
 
 class ActuationLoop:
@@ -140,11 +168,17 @@ class ActuationLoop:
         clock: Clock | None = None,
         on_result: ResultCallback | None = None,
         shadow: bool = False,
+        max_total_replicas: int | None = None,
     ) -> None:
-        """`shadow=True` puts every target in shadow mode: plans are recorded, nothing is written."""
+        """`shadow=True` puts every target in shadow mode: plans are recorded, nothing is written.
+
+        `max_total_replicas` (the operator's limits.maxBufferReplicasTotal) caps the buffers
+        of all groups with an active target together, each cut to a fair share.
+        """
         if interval_seconds <= 0:
             raise ValueError("interval_seconds must be positive")
         self._shadow = shadow
+        self._max_total = max_total_replicas
         self._view = view
         self._actuator = actuator
         self._leadership = leadership or _SoleReplica()
@@ -181,6 +215,8 @@ class ActuationLoop:
     async def reconcile(self, snapshot: EngineSnapshot) -> dict[PlaceholderGroup, BufferIntent]:
         """One pass over `snapshot`; returns this pass's intents."""
         wanted, skipped = wanted_buffers(snapshot)
+        if self._max_total is not None:
+            wanted = within_total(wanted, self._max_total)
         self._log_skips(skipped)
         for key in skipped:
             self._report(key, "skipped", None)
@@ -288,10 +324,9 @@ class ActuationLoop:
 class ActuationHandle:
     """The running loop (and elector); `stop()` ends both and releases the lease."""
 
-    def __init__(self, stop: asyncio.Event, tasks: list[asyncio.Task[None]], api_client: ApiClient) -> None:
+    def __init__(self, stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
         self._stop = stop
         self._tasks = tasks
-        self._api_client = api_client
 
     async def stop(self) -> None:
         self._stop.set()
@@ -299,8 +334,6 @@ class ActuationHandle:
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.error("actuation_task_failed error=%r", result)
-        close: Callable[[], None] = self._api_client.close
-        close()
 
 
 _MODES: Mapping[str, Mode] = {"placeholders": "placeholders", "capacitybuffer": "capacitybuffer", "auto": "auto"}
@@ -319,31 +352,17 @@ def lease_settings(election: LeaderElectionSettings, identity: str) -> LeaseSett
     )
 
 
-# The client's config helpers carry no annotations; these are their signatures as used.
-_client_from_kubeconfig: Callable[..., ApiClient] = config.new_client_from_config
-_load_incluster_config: Callable[..., None] = config.load_incluster_config
-
-
-def _api_client(kubeconfig: str | None) -> ApiClient:
-    if kubeconfig:
-        return _client_from_kubeconfig(config_file=kubeconfig)
-    configuration = client.Configuration()
-    try:
-        _load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        return _client_from_kubeconfig()  # outside a pod: the default kubeconfig
-    return ApiClient(configuration)
-
-
 async def start_actuation(
-    settings: Settings, view: EngineView, *, on_result: ResultCallback | None = None
+    settings: Settings, view: EngineView, *, api_client: ApiClient, on_result: ResultCallback | None = None
 ) -> ActuationHandle:
-    """Start the loop (and, when enabled, leader election) from the daemon's settings."""
+    """Start the loop (and, when enabled, leader election) from the daemon's settings.
+
+    The daemon builds `api_client` and closes it after `ActuationHandle.stop()`.
+    """
     actuator_settings = settings.actuator
     mode = _MODES.get(actuator_settings.mode)
     if mode is None:
         raise ValueError(f"actuator.mode {actuator_settings.mode!r} does not start actuation")
-    api_client = await asyncio.to_thread(_api_client, actuator_settings.kubeconfig)
     actuator = KubeActuator(
         api_client,
         ActuatorSettings(
@@ -363,7 +382,14 @@ async def start_actuation(
             lease_settings(settings.leader_election, identity),
             on_change=lambda _leader: loop.wake(),  # a new leader writes at once, not a pass later
         )
-    loop = ActuationLoop(view, actuator, leadership=elector, on_result=on_result, shadow=actuator_settings.shadow)
+    loop = ActuationLoop(
+        view,
+        actuator,
+        leadership=elector,
+        on_result=on_result,
+        shadow=actuator_settings.shadow,
+        max_total_replicas=settings.limits.max_buffer_replicas_total,
+    )
     tasks.append(asyncio.create_task(loop.run(stop), name="actuation"))
     if elector is not None:
         tasks.append(asyncio.create_task(elector.run(stop), name="leader-election"))
@@ -373,4 +399,4 @@ async def start_actuation(
         actuator_settings.shadow,
         elector.settings.identity if elector else "off",
     )
-    return ActuationHandle(stop, tasks, api_client)
+    return ActuationHandle(stop, tasks)

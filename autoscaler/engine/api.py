@@ -25,6 +25,21 @@ class UnknownEndpointError(LookupError):
         self.endpoint = endpoint
 
 
+class NoKubernetesAccessError(UnknownEndpointError):
+    """Metadata asked for replicaSource kubernetes, but the daemon has no Kubernetes API client
+    (no in-cluster service account and no kubeconfig)."""
+
+    def __init__(self) -> None:
+        LookupError.__init__(
+            self,
+            "scalerMetadata key 'replicaSource': kubernetes needs the daemon to reach the Kubernetes API, "
+            "and it has no in-cluster service account or kubeconfig; use replicaSource prometheus with a "
+            "replicasQuery",
+        )
+        self.key = "replicaSource"
+        self.endpoint = "kubernetes"
+
+
 class EngineView(Protocol):
     def snapshot(self) -> EngineSnapshot:
         """The latest published snapshot; O(1), never blocks."""
@@ -33,7 +48,8 @@ class EngineView(Protocol):
     def ensure_target(self, key: TargetKey, spec: ScalerSpec) -> None:
         """Register a target on first contact (idempotent, non-blocking).
 
-        Raises UnknownEndpointError when spec.prometheus is not configured.
+        Raises UnknownEndpointError when spec.prometheus is not configured, and its
+        NoKubernetesAccessError when spec reads replicas from an API the daemon cannot reach.
         The engine warm-starts and plans it in the background.
         """
         ...

@@ -1,8 +1,9 @@
 """The only orchestrator: collect -> store -> forecast -> plan -> publish.
 
 Each registered target runs one asyncio task on the engine's clock. A step of that
-task reads the latest sample, folds it into the target's `TargetPipeline` (O(1)),
-plans, and marks the target dirty; a publisher task swaps in a new immutable
+task reads every signal of the target, the age of their data and the scale target's
+replica counts at once (`collection`), folds them into the target's `TargetPipeline`
+(O(1)), plans from the replicas observed, and marks the target dirty; a publisher task swaps in a new immutable
 `EngineSnapshot` once per tick. Model refits run in an executor (a process by
 default), so no request handler and no collection step ever waits for a fit; due
 refits wait in a `FitQueue`, a few at a time in the executor.
@@ -13,9 +14,12 @@ loop iteration, with the gRPC and HTTP sockets serviced in between, so a call wa
 for at most one step however many targets are due.
 
 Failure policy (docs/reliability.md has the table):
-- no data or a failed query: the last decision stays served until the newest real
-  sample is older than `staleAfter`; then the target turns STALE and the gRPC layer
-  answers UNAVAILABLE, so KEDA's fallback applies. A missing value is never a zero.
+- no data for any one signal, data older than `staleAfter`, or a failed query: the
+  last decision stays served, not planned again, until the newest real sample (its own
+  timestamp, not the query's) is older than `staleAfter`; then the target turns STALE
+  and the gRPC layer answers UNAVAILABLE, so KEDA's fallback applies. A missing value
+  is never a zero.
+- a replica count that cannot be read: the step is planned from the last count observed.
 - steps missed by an outage (or by a late tick) are fetched with one range query and
   folded in order before the next sample, so history has no hole; a run of empty or
   NaN answers is fetched once more when it ends, for data that arrived late.
@@ -38,13 +42,15 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from autoscaler.adapters.clock import Clock
+from autoscaler.domain.signals import ReplicaCounts, ReplicaSource, SignalKind, StepSignals
 from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot, TargetStatus
 from autoscaler.domain.spec import ScalerSpec, metric_name_for
 from autoscaler.domain.types import TargetKey
-from autoscaler.engine.api import UnknownEndpointError
+from autoscaler.engine.api import NoKubernetesAccessError, UnknownEndpointError
+from autoscaler.engine.collection import read_range, read_step, read_warm_start
 from autoscaler.engine.fit_queue import FitQueue
 from autoscaler.engine.runtime import TargetRuntime, build_target_snapshot, has_fresh_sample
-from autoscaler.engine.sources import MetricSource
+from autoscaler.engine.sources import MetricSource, ReplicaReader
 from autoscaler.engine.turns import Turns
 from autoscaler.planner.pipeline import fit_for
 
@@ -82,12 +88,15 @@ class Engine:
         self,
         *,
         sources: Mapping[str, MetricSource],
+        replicas: ReplicaReader | None = None,
         clock: Clock,
         fit_executor: Executor | None,
         settings: EngineSettings | None = None,
         hooks: EngineHooks | None = None,
     ) -> None:
         self._sources = dict(sources)
+        self._replicas = replicas
+        """Reads the scale targets' replicas from the Kubernetes API; None without API access."""
         self._clock = clock
         self._fit_executor = fit_executor
         self._settings = settings or EngineSettings()
@@ -120,6 +129,8 @@ class Engine:
             return
         if spec.prometheus not in self._sources:
             raise UnknownEndpointError(spec.prometheus, sorted(self._sources))
+        if spec.replica_source is ReplicaSource.KUBERNETES and self._replicas is None:
+            raise NoKubernetesAccessError()
         if len(self._targets) >= self._settings.max_targets:
             raise OverflowError(f"the daemon already tracks {self._settings.max_targets} targets")
         runtime = TargetRuntime.create(key=key, spec=spec, metric_name=metric_name_for(key, spec))
@@ -197,33 +208,48 @@ class Engine:
         # knows exactly which steps are still missing.
         end = math.floor(now / step) * step
         try:
-            points = await source.range(
-                spec.query, start=end - spec.history_window_seconds + step, end=end, step_seconds=step
+            history = await read_warm_start(
+                source,
+                spec,
+                runtime.key,
+                replicas=self._replicas,
+                start=end - spec.history_window_seconds + step,
+                end=end,
+                at=now,
             )
         except Exception as error:  # an adapter error of any kind: record, retry later
             self._record_source_error(runtime, "warm-start", error)
             return
         async with self._turns.turn():
-            _observe_all(runtime, points)
+            _observe_all(runtime, history.steps)
+            newest_at = history.newest_sample_at
+            if newest_at is not None and runtime.last_sample_at is not None:
+                # A range answer carries old values forward too: its last point is no fresher
+                # than the newest raw sample.
+                runtime.last_sample_at = min(runtime.last_sample_at, newest_at)
         runtime.collected_until = end
         runtime.warm = True
         log.info(
             "warm start",
-            extra={"target": str(runtime.key), "points": len(points), "window_s": spec.history_window_seconds},
+            extra={"target": str(runtime.key), "points": len(history.steps), "window_s": spec.history_window_seconds},
         )
         # Answer at once (reactive until a model is fitted); the first fit runs in the background.
-        self._decide(runtime, now)
+        self._decide(runtime, now, history.replicas)
         self._schedule_refit(runtime, now)
 
     async def _collect(self, runtime: TargetRuntime, source: MetricSource, now: float) -> None:
         spec = runtime.spec
         try:
-            sample = await source.instant(spec.query, at=now)
+            reading = await read_step(source, spec, runtime.key, replicas=self._replicas, at=now)
         except Exception as error:
             self._record_source_error(runtime, "query", error)
-            return
+            return  # the last plan stays: a failed answer is no reason to plan again
         step = spec.step_seconds
-        has_value = sample is not None and math.isfinite(sample.value)
+        # The newest raw sample's own time, not the query's: Prometheus answers with an
+        # old value for its lookback, and a series without staleness markers for longer.
+        newest_at = reading.newest_sample_at
+        sample_at = now if newest_at is None else min(now, newest_at)
+        has_value = not reading.missing and now - sample_at <= spec.stale_after_seconds
         since = first_step_to_refetch(
             now=now,
             step_seconds=step,
@@ -242,28 +268,33 @@ class Engine:
             runtime.missing_since = now
         runtime.collected_until = now
         async with self._turns.turn():
-            if sample is None:
-                runtime.last_error = f"query returned no data at {now:.0f}"
-            else:
-                started = time.perf_counter()
-                runtime.observe(sample.timestamp, sample.value)
-                runtime.last_update_seconds = time.perf_counter() - started
-                if self._hooks.on_update:
-                    self._hooks.on_update(runtime.last_update_seconds)
-                runtime.last_error = None
+            if not has_value:
+                # Missing data is never a low value, and a plan is not recomputed from old
+                # data: the last plan stays served until the newest sample is staleAfter old.
+                runtime.last_error = missing_data_reason(reading.missing, age=now - sample_at, at=now)
+                if not reading.missing:  # old values: the data is as old as its newest sample
+                    runtime.last_sample_at = sample_at
+                self._mark_dirty(runtime)
+                return
+            started = time.perf_counter()
+            runtime.observe(reading.signals)
+            runtime.last_sample_at = sample_at
+            runtime.last_update_seconds = time.perf_counter() - started
+            if self._hooks.on_update:
+                self._hooks.on_update(runtime.last_update_seconds)
+            runtime.last_error = reading.replica_error
             self._schedule_refit(runtime, now)
-            self._decide(runtime, now)
+            self._decide(runtime, now, reading.signals.replicas)
 
     async def _backfill(self, runtime: TargetRuntime, source: MetricSource, *, since: float, until: float) -> bool:
-        """Fold the steps in [since, until) in from a range query; False when it failed."""
-        spec = runtime.spec
+        """Fold the steps in [since, until) in from range queries; False when one failed."""
         try:
-            points = await source.range(spec.query, start=since, end=until, step_seconds=spec.step_seconds)
+            steps = await read_range(source, runtime.spec, start=since, end=until)
         except Exception as error:
             self._record_source_error(runtime, "backfill", error)
             return False
         async with self._turns.turn():
-            filled = _observe_all(runtime, [point for point in points if point[0] < until])
+            filled = _observe_all(runtime, [step for step in steps if step.timestamp < until])
         log.info("backfilled missed steps", extra={"target": str(runtime.key), "points": filled, "since": since})
         return True
 
@@ -308,13 +339,13 @@ class Engine:
             self._hooks.on_fit(runtime.pipeline.chosen_model or "none", runtime.last_fit_seconds)
         self._mark_dirty(runtime)
 
-    def _decide(self, runtime: TargetRuntime, now: float) -> None:
+    def _decide(self, runtime: TargetRuntime, now: float, replicas: ReplicaCounts | None) -> None:
+        """Plan from the replicas observed at this step, never from our own last plan: the
+        HPA may not have followed it (tolerance, maxReplicas, another trigger, a fallback)."""
         if runtime.last_sample_at is None:
             return  # nothing observed yet: no decision, so handlers answer UNAVAILABLE
         previous = runtime.decision
-        # The HPA follows our plan, so the last plan is the best estimate of the current replicas.
-        current = previous.replicas if previous is not None else runtime.spec.min_replicas
-        runtime.decision = runtime.pipeline.decide(now, current_replicas=current)
+        runtime.decision = runtime.pipeline.decide(now, observed_replicas=replicas)
         runtime.decided_at = now
         changed = previous is None or (previous.replicas, previous.buffer_replicas) != (
             runtime.decision.replicas,
@@ -488,8 +519,15 @@ def first_step_to_refetch(
     return min(starts, default=None)
 
 
-def _observe_all(runtime: TargetRuntime, points: list[tuple[float, float]]) -> int:
-    """Fold range-query points into the pipeline; points inside the window fill gaps."""
-    for timestamp, value in points:
-        runtime.observe(timestamp, value)
-    return len(points)
+def missing_data_reason(missing: tuple[SignalKind, ...], *, age: float, at: float) -> str:
+    """Why a step's answers were not used, for the target's last_error."""
+    if missing:
+        return f"no data for {', '.join(missing)} at {at:.0f}; the last plan is held"
+    return f"the newest sample behind the queries is {age:.0f}s old at {at:.0f}; the last plan is held"
+
+
+def _observe_all(runtime: TargetRuntime, steps: list[StepSignals]) -> int:
+    """Fold range-read steps into the pipeline; steps inside the window fill gaps."""
+    for step in steps:
+        runtime.observe(step)
+    return len(steps)

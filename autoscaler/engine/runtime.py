@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass, replace
 
-from autoscaler.domain.snapshot import TargetSnapshot, TargetStatus
+from autoscaler.demand.derive import DemandEstimate
+from autoscaler.domain.signals import SignalKind, StepSignals
+from autoscaler.domain.snapshot import (
+    DemandDerivation,
+    ReplicaHistory,
+    SignalHistory,
+    TargetSnapshot,
+    TargetStatus,
+)
 from autoscaler.domain.spec import ScalerSpec
 from autoscaler.domain.types import Decision, TargetKey
 from autoscaler.planner.pipeline import TargetPipeline
@@ -42,9 +49,11 @@ class TargetRuntime:
     def create(cls, *, key: TargetKey, spec: ScalerSpec, metric_name: str) -> TargetRuntime:
         return cls(key=key, spec=spec, metric_name=metric_name, pipeline=TargetPipeline(spec))
 
-    def observe(self, timestamp: float, value: float) -> None:
-        self.pipeline.observe(timestamp, value)
-        if math.isfinite(value) and (self.last_sample_at is None or timestamp > self.last_sample_at):
+    def observe(self, step: StepSignals) -> None:
+        """Fold one step in; a step of real values moves freshness up to its time at most."""
+        self.pipeline.observe_step(step)
+        timestamp = step.timestamp
+        if step.values and (self.last_sample_at is None or timestamp > self.last_sample_at):
             self.last_sample_at = timestamp
 
 
@@ -97,4 +106,38 @@ def build_target_snapshot(
         last_fit_seconds=runtime.last_fit_seconds,
         last_update_seconds=runtime.last_update_seconds,
         prometheus_errors=runtime.source_errors,
+        observed_replicas=pipeline.observed_replicas,
+        signal_histories=_signal_histories(pipeline, shown),
+        replica_history=_replica_history(pipeline, shown),
+        demand_derivation=_derivation(pipeline.demand_estimate),
+    )
+
+
+def _signal_histories(pipeline: TargetPipeline, shown: int) -> tuple[SignalHistory, ...]:
+    """Each raw signal's newest `shown` steps (read-only views), in SignalKind order."""
+    signals = pipeline.signal_history()
+    return tuple(
+        SignalHistory(kind=kind, timestamps=signals[kind][0][-shown:], values=signals[kind][1][-shown:])
+        for kind in SignalKind
+        if kind in signals
+    )
+
+
+def _replica_history(pipeline: TargetPipeline, shown: int) -> ReplicaHistory | None:
+    timestamps, ready, desired = pipeline.replica_history()
+    if timestamps.size == 0:
+        return None
+    return ReplicaHistory(timestamps=timestamps[-shown:], ready=ready[-shown:], desired=desired[-shown:])
+
+
+def _derivation(estimate: DemandEstimate | None) -> DemandDerivation | None:
+    if estimate is None:
+        return None
+    return DemandDerivation(
+        value=estimate.value,
+        source=estimate.source,
+        description=estimate.describe(),
+        lower_bound=estimate.lower_bound,
+        saturated=estimate.saturated,
+        missing_pods=estimate.missing_pods,
     )

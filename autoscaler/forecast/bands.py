@@ -138,9 +138,7 @@ def _level_weights(fitted_levels: tuple[float, ...], levels: tuple[float, ...]) 
     return lower, weights
 
 
-def interpolate_levels(
-    values: FloatArray, fitted_levels: Sequence[float], levels: tuple[float, ...]
-) -> FloatArray:
+def interpolate_levels(values: FloatArray, fitted_levels: Sequence[float], levels: tuple[float, ...]) -> FloatArray:
     """Quantiles at `levels` from quantiles at `fitted_levels` (columns), per row.
 
     Linear in the normal score between fitted levels and linear extrapolation in it

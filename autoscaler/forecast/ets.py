@@ -163,6 +163,13 @@ class ETSForecaster(Estimator):
         found = detect_seasonality(values, step_seconds=step, min_cycles=self.min_cycles)
         return max(found, key=lambda period: period.strength).steps if found else 1
 
+    def _seasonality(self, values: FloatArray, filled: FloatArray, step: float) -> tuple[int, FloatArray]:
+        """(period, zero-mean profile with phase 0 at index 0 of `filled`); (1, [0]) for none."""
+        period = self._choose_period(values, step)
+        if period <= 1:
+            return 1, np.zeros(1)
+        return period, seasonal_profile(filled, period=period, cycles=self.profile_cycles)
+
     def fit(self, y: FloatArray, *, step_seconds: float) -> Self:
         values = trim_leading_gaps(clean_series(y))
         step = check_step(step_seconds)
@@ -171,10 +178,7 @@ class ETSForecaster(Estimator):
         scale = float(np.mean(np.abs(values[np.isfinite(values)]))) or 1.0
         scaled = values / scale
         filled = bridge_gaps(scaled)
-        period = self._choose_period(values, step)
-        profile = (
-            seasonal_profile(filled, period=period, cycles=self.profile_cycles) if period > 1 else np.zeros(1)
-        )
+        period, profile = self._seasonality(values, filled, step)
         phases = np.arange(filled.size) % period
         deseasonalised = filled - profile[phases]
         params = _estimate_damped_trend(deseasonalised[-self.max_fit_points :])

@@ -40,8 +40,13 @@ class FallbackForecaster(Estimator):
                 model.fit(y, step_seconds=step_seconds)
             except FIT_FAILURES as error:
                 failures.append(
-                    ModelScore(model=model.name, mase=math.nan, pinball=math.nan, coverage=math.nan,
-                               failed=describe_failure(error))
+                    ModelScore(
+                        model=model.name,
+                        mase=math.nan,
+                        pinball=math.nan,
+                        coverage=math.nan,
+                        failed=describe_failure(error),
+                    )
                 )
                 continue
             self.active_ = model

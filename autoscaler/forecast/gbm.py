@@ -58,9 +58,7 @@ MIN_ROWS = 60
 class _LagFeatures:
     """Feature rows for (origin, horizon) pairs over a gap-free array."""
 
-    def __init__(
-        self, *, lags: tuple[int, ...], level_window: int, periods: tuple[int, ...], max_horizon: int
-    ) -> None:
+    def __init__(self, *, lags: tuple[int, ...], level_window: int, periods: tuple[int, ...], max_horizon: int) -> None:
         self.lags = lags
         self.level_window = level_window
         self.periods = periods
@@ -199,9 +197,7 @@ class GBMForecaster(Estimator):
             else detect_periods(values, step_seconds=step, min_cycles=self.min_cycles)
         )
         affordable = tuple(
-            period
-            for period in periods
-            if values.size - (period + self.level_window) - self.max_horizon >= MIN_ROWS
+            period for period in periods if values.size - (period + self.level_window) - self.max_horizon >= MIN_ROWS
         )
         return _LagFeatures(
             lags=self.lags, level_window=self.level_window, periods=affordable, max_horizon=self.max_horizon
@@ -227,9 +223,7 @@ class GBMForecaster(Estimator):
         targets = values[pair_origins + pair_horizons] if pair_origins.size else np.empty(0)
         observed = np.isfinite(targets)
         if observed.sum() < MIN_ROWS:
-            raise FitError(
-                f"GBM needs {MIN_ROWS} training rows, {values.size} points give {int(observed.sum())}"
-            )
+            raise FitError(f"GBM needs {MIN_ROWS} training rows, {values.size} points give {int(observed.sum())}")
         matrix, level = features.rows(filled, pair_origins[observed], pair_horizons[observed], floor)
         ratios = targets[observed] / level
         split = ratios.size - int(self.calibration_share * ratios.size)

@@ -46,19 +46,31 @@ class LeadErrors:
     quantiles: FloatArray
     levels: tuple[float, ...]
 
-    def score(self, model: str, scale: float) -> ModelScore:
+    def score(self, model: str, scale: float, *, pinball_levels: tuple[float, ...] | None = None) -> ModelScore:
+        """MASE of the median, interval coverage and the pinball loss, all at the lead step.
+
+        `pinball_levels` (each one of `levels`) restricts the pinball loss to those
+        quantiles, e.g. the upper tail a plan is sized from; None scores every level.
+        """
         if self.actual.size == 0:
-            return ModelScore(model=model, mase=math.nan, pinball=math.nan, coverage=math.nan,
-                              failed="no backtest origin had an observed actual")
+            return ModelScore(
+                model=model,
+                mase=math.nan,
+                pinball=math.nan,
+                coverage=math.nan,
+                failed="no backtest origin had an observed actual",
+            )
         levels = np.asarray(self.levels)
         median = np.array([np.interp(0.5, levels, row) for row in self.quantiles])
         low = np.array([np.interp(INTERVAL[0], levels, row) for row in self.quantiles])
         high = np.array([np.interp(INTERVAL[1], levels, row) for row in self.quantiles])
         covered = (self.actual >= low) & (self.actual <= high)
+        scored = self.levels if pinball_levels is None else pinball_levels
+        columns = [self.levels.index(level) for level in scored]
         return ModelScore(
             model=model,
             mase=float(np.mean(np.abs(self.actual - median))) / scale,
-            pinball=pinball(self.actual, self.quantiles, self.levels) / scale,
+            pinball=pinball(self.actual, self.quantiles[:, columns], scored) / scale,
             coverage=float(covered.mean()),
         )
 

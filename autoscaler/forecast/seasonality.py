@@ -6,6 +6,13 @@ kept when the history holds `min_cycles` full cycles and the autocorrelation of 
 detrended series at that lag is both strong and a peak: higher than at half the lag.
 The peak test matters because any smooth series is strongly autocorrelated at short
 lags; a real cycle is anti-correlated half a cycle away.
+
+Spikes are clipped before the autocorrelation is measured. The autocorrelation is a
+ratio of sums of squares, so a burst of three times the median on one step in twenty
+(an unannounced surge, a flash crowd) outweighs a daily swing of a third of the level
+and hides it. `clip_spikes` bounds each point to a running median plus or minus a few
+robust deviations: the cycle, which moves the running median, survives; isolated
+bursts, which do not, are cut to the edge of the noise.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import median_filter
 
 from autoscaler.domain.types import FloatArray
 from autoscaler.forecast.prepare import bridge_gaps, check_step, trim_leading_gaps
@@ -23,6 +31,11 @@ MIN_PERIOD_STEPS = 4
 MIN_STRENGTH = 0.3
 MIN_CYCLES = 2.0
 _MAX_CYCLES_EXAMINED = 8
+SPIKE_DEVIATIONS = 3.0
+"""How many robust standard deviations (1.4826 x MAD) from the running median a point may lie."""
+MEDIAN_WINDOWS_PER_PERIOD = 48
+"""The running median spans 1/48 of the period (30 minutes of a day), at least 5 steps."""
+_MAD_TO_SIGMA = 1.4826
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +72,26 @@ def autocorrelation(values: FloatArray, lag: int) -> float:
     return float(((head[both] - centre) * (tail[both] - centre)).mean() / variance)
 
 
+def clip_spikes(values: FloatArray, *, window: int, deviations: float = SPIKE_DEVIATIONS) -> FloatArray:
+    """Each point bounded to its running median +/- `deviations` robust deviations; NaN stays NaN.
+
+    The running median is over `window` steps (odd, centred) of the gap-bridged series;
+    the deviation is the median absolute distance from it over the whole series.
+    """
+    finite = np.isfinite(values)
+    if finite.sum() < 3:
+        return values.copy()
+    size = max(3, window | 1)
+    centre = median_filter(bridge_gaps(values), size=size, mode="mirror")
+    residual = values - centre
+    spread = _MAD_TO_SIGMA * float(np.median(np.abs(residual[finite])))
+    if spread <= 0.0:
+        return values.copy()
+    bound = deviations * spread
+    clipped: FloatArray = centre + np.clip(residual, -bound, bound)
+    return clipped
+
+
 def _detrended(values: FloatArray) -> FloatArray:
     """Values minus their least-squares line; NaN stays NaN."""
     positions = np.arange(values.size, dtype=np.float64)
@@ -88,7 +121,8 @@ def detect_seasonality(
         segment = values[-(_MAX_CYCLES_EXAMINED * period) :]
         if np.isfinite(segment).sum() < min_cycles * period * 0.5:
             continue
-        detrended = _detrended(segment)
+        window = max(MIN_PERIOD_STEPS + 1, period // MEDIAN_WINDOWS_PER_PERIOD)
+        detrended = _detrended(clip_spikes(segment, window=window))
         strength = autocorrelation(detrended, period)
         half = autocorrelation(detrended, period // 2)
         if math.isfinite(strength) and strength >= min_strength and not strength <= half:
@@ -106,7 +140,5 @@ def detect_periods(
     """Periods in steps, shortest first (see `detect_seasonality`)."""
     return tuple(
         period.steps
-        for period in detect_seasonality(
-            y, step_seconds=step_seconds, min_cycles=min_cycles, min_strength=min_strength
-        )
+        for period in detect_seasonality(y, step_seconds=step_seconds, min_cycles=min_cycles, min_strength=min_strength)
     )

@@ -6,6 +6,11 @@ ahead at `folds` evenly spaced origins, as the daemon does between refits), and
 keeps the candidate with the lowest scaled pinball loss at the lead horizon, but
 only if it beats naive: with little or patternless history the plan stays reactive.
 The winner is then refitted on the whole series behind its fallback chain.
+
+The pinball loss is taken over the upper tail only: the planning quantile
+(`planning_level`, the target coverage) and the levels from 0.9 up. The plan is sized
+from that tail, so a model with a sharp median but a tail that misses the bursts
+must not win on its median and lower quantiles, which counted alike before.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from autoscaler.forecast.estimator import Estimator
 from autoscaler.forecast.ets import ETSForecaster
 from autoscaler.forecast.fallback import FIT_FAILURES, FallbackForecaster, describe_failure
 from autoscaler.forecast.gbm import GBMForecaster
+from autoscaler.forecast.mstl import MSTLForecaster
 from autoscaler.forecast.naive import NaiveForecaster
 from autoscaler.forecast.prepare import check_step, clean_series, trim_leading_gaps
 from autoscaler.forecast.scoring import lead_scale, walk_forward
@@ -34,11 +40,13 @@ FALLBACKS: dict[str, tuple[str, ...]] = {
     "naive": (),
     "seasonal_naive": ("naive",),
     "ets": ("seasonal_naive", "naive"),
+    "mstl": ("ets", "seasonal_naive", "naive"),
     "gbm": ("seasonal_naive", "naive"),
 }
 SHORT_HISTORY_MARGIN = 30
 SECONDS_PER_DAY = 86400.0
 MIN_BACKTEST_LEADS = 8
+UPPER_TAIL_LEVELS = tuple(level for level in DEFAULT_LEVELS if level >= 0.9)
 
 
 def make_model(name: str, *, lead_steps: int) -> Forecaster:
@@ -49,6 +57,8 @@ def make_model(name: str, *, lead_steps: int) -> Forecaster:
         return SeasonalNaiveForecaster()
     if name == "ets":
         return ETSForecaster()
+    if name == "mstl":
+        return MSTLForecaster()
     if name == "gbm":
         return GBMForecaster(max_horizon=max(4, 2 * lead_steps))
     raise ValueError(f"unknown model {name!r}; known: {', '.join(FALLBACKS)}")
@@ -77,13 +87,15 @@ class AutoForecaster(Estimator):
         self,
         *,
         lead_steps: int = 1,
-        candidates: tuple[str, ...] = ("seasonal_naive", "ets", "gbm"),
+        candidates: tuple[str, ...] = ("seasonal_naive", "ets", "mstl", "gbm"),
+        planning_level: float = 0.95,
         folds: int = 48,
         backtest_steps: int | None = None,
         min_history: int | None = None,
     ) -> None:
         self.lead_steps = lead_steps
         self.candidates = candidates
+        self.planning_level = planning_level
         self.folds = folds
         self.backtest_steps = backtest_steps
         self.min_history = min_history
@@ -99,12 +111,16 @@ class AutoForecaster(Estimator):
         lead = max(1, self.lead_steps)
         model = make_model(name, lead_steps=lead)
         every = max(1, (held_out.size - lead + 1) // max(1, self.folds))
+        tail = tuple(sorted({self.planning_level, *UPPER_TAIL_LEVELS}))
+        levels = tuple(sorted({*DEFAULT_LEVELS, *tail}))
         try:
             model.fit(train, step_seconds=step)
-            return walk_forward(model, held_out, lead=lead, every=every).score(name, scale)
+            errors = walk_forward(model, held_out, lead=lead, every=every, levels=levels)
+            return errors.score(name, scale, pinball_levels=tail)
         except FIT_FAILURES as error:
-            return ModelScore(model=name, mase=math.nan, pinball=math.nan, coverage=math.nan,
-                              failed=describe_failure(error))
+            return ModelScore(
+                model=name, mase=math.nan, pinball=math.nan, coverage=math.nan, failed=describe_failure(error)
+            )
 
     def fit(self, y: FloatArray, *, step_seconds: float) -> Self:
         values = trim_leading_gaps(clean_series(y))

@@ -15,7 +15,23 @@ that step's actual value arrives the calibrator
 Coverage is judged on the plan, not on the raw quantile: rounding up to whole replicas
 and nodes, holding replicas through the stabilisation window and the reactive floor
 all add cover, and the level comes down until the plan, which is what serves demand,
-covers the target share of steps and no more.
+covers the target share and no more.
+
+The share is counted on one of two bases (`coverageBasis`):
+
+- `steps`: the share of steps whose demand the plan covered. The update above, with
+  a miss counted 1; the long-run share of missed steps converges to `1 - target`.
+- `demand`: the share of demand the plan covered. A step's miss is weighed by its
+  shortfall: the level moves by `rate * (shortfall - (1 - target) * actual) / typical`,
+  where `typical` is the mean actual over the window. While `typical` holds steady the
+  increments telescope as in the steps basis, so the shortfall summed over steps
+  converges to `1 - target` of the demand summed over them. Unserved demand gathers
+  in the few large steps that a step count treats like any other; this basis prices
+  them, which is what a user paying for unserved requests asks for.
+
+Either way the guarantee holds while the level stays inside its bounds [0, 1 + rate]:
+a level pinned at the top means the plan cannot cover the target share even with the
+largest recent score, and achieved coverage then shows it.
 
 The offset added to the next plan is the empirical `level` quantile of the scores,
 times the current scale. Memory is bounded by the rings and by one pending record per
@@ -30,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autoscaler.domain.spec import COVERAGE_BASES
 from autoscaler.domain.types import FloatArray
 
 DEFAULT_WINDOW = 2016
@@ -140,14 +157,19 @@ class CoverageCalibrator:
         lead_steps: int,
         window: int = DEFAULT_WINDOW,
         rate: float = DEFAULT_RATE,
+        basis: str = "steps",
     ) -> None:
         if not 0.0 < target_coverage < 1.0:
             raise ValueError("target_coverage must be in (0, 1)")
+        if basis not in COVERAGE_BASES:
+            raise ValueError(f"unknown coverage basis {basis!r}; known: {', '.join(COVERAGE_BASES)}")
         self.target_coverage = target_coverage
         self.rate = rate
+        self.basis = basis
         self._level = target_coverage
         self._scores = SortedWindow(window)
-        self._covered = FloatRing(window)
+        self._covered = FloatRing(window)  # per step: 1/0 (steps) or the demand served (demand)
+        self._actual = FloatRing(window)
         self._abs_errors = FloatRing(window)
         self._naive_errors = FloatRing(window)
         self._pending: deque[Prediction] = deque(maxlen=lead_steps + 2)
@@ -183,18 +205,40 @@ class CoverageCalibrator:
         if not math.isfinite(actual):
             return
         missed = actual > prediction.planned + 1e-9 * max(1.0, abs(actual))
-        self._covered.push(0.0 if missed else 1.0)
         self._scores.push((actual - prediction.base) / prediction.scale)
-        self._level += self.rate * ((1.0 if missed else 0.0) - (1.0 - self.target_coverage))
+        self._level += self.rate * self._push_outcome(actual=actual, planned=prediction.planned, missed=missed)
         self._level = min(1.0 + self.rate, max(0.0, self._level))
         self._abs_errors.push(abs(actual - prediction.median))
         if naive_error is not None and math.isfinite(naive_error):
             self._naive_errors.push(naive_error)
 
+    def _push_outcome(self, *, actual: float, planned: float, missed: bool) -> float:
+        """Record the step in the coverage rings; return its miss minus the miss the target allows.
+
+        In the basis' units: 1 or 0 per step, or the shortfall over the window's mean demand.
+        """
+        allowed = 1.0 - self.target_coverage
+        if self.basis == "steps":
+            self._covered.push(0.0 if missed else 1.0)
+            return (1.0 if missed else 0.0) - allowed
+        demand = max(actual, 0.0)
+        served = min(demand, max(planned, 0.0))
+        self._covered.push(served)
+        self._actual.push(demand)
+        typical = self._actual.mean() or 0.0
+        if typical <= 0.0:
+            return 0.0  # no demand in the window: nothing to cover, nothing to steer by
+        return ((demand - served) - allowed * demand) / typical
+
     @property
     def achieved_coverage(self) -> float | None:
-        """Share of the last `window` scored steps whose actual was within the plan."""
-        return self._covered.mean()
+        """Over the last `window` scored steps: the share of steps (or of demand) the plan covered."""
+        if self.basis == "steps":
+            return self._covered.mean()
+        served, demand = self._covered.mean(), self._actual.mean()
+        if served is None or demand is None:
+            return None
+        return served / demand if demand > 0.0 else 1.0
 
     @property
     def scored_steps(self) -> int:

@@ -3,12 +3,18 @@
 The backtest and the daemon's engine drive the same object, so a backtest shows what
 the daemon would have done:
 
-    pipeline.observe(timestamp, value)          # O(1): buffer write + model update
+    pipeline.observe_step(signals)              # O(1): derive demand, buffer writes, model update
     if pipeline.refit_due(now):
         inputs = pipeline.refit_inputs()        # O(1): a read-only view of the window
         fitted = fit_for(inputs)                # slow: the engine runs it in a worker
         pipeline.install(fitted)                # catches the new model up, then swaps
-    decision = pipeline.decide(now, current_replicas)
+    decision = pipeline.decide(now, observed_replicas=counts)
+
+The model sees offered demand (autoscaler.demand), never a raw series that our own
+replicas shape; the raw signals and the observed replicas are kept beside it for the
+inspection API. `observe(timestamp, value)` is the single-series form: the value is the
+target's primary signal (a load series is its own demand, so the open-loop backtest of
+a load trace is what it was before signals were typed).
 
 Refits are amortised: the first once `min_points` steps exist, then each time the
 history has doubled while it is short, then every `interval_seconds` of data. Under
@@ -24,18 +30,29 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from autoscaler.domain.spec import ScalerSpec
+from autoscaler.demand.derive import DemandEstimate, DemandUnits, derive_demand, finite
+from autoscaler.domain.signals import ReplicaCounts, SignalKind, StepSignals
+from autoscaler.domain.spec import ScalerSpec, primary_signal
 from autoscaler.domain.types import Decision, FloatArray, Forecast, MetricKind, Selection
 from autoscaler.forecast.base import DEFAULT_LEVELS, Forecaster
 from autoscaler.forecast.fallback import FIT_FAILURES
 from autoscaler.forecast.selector import make_forecaster
 from autoscaler.history.series import SeriesBuffer
 from autoscaler.planner.calibration import DEFAULT_WINDOW, CoverageCalibrator, FloatRing, Prediction
-from autoscaler.planner.plan import Calibration, PlannerState, plan
+from autoscaler.planner.plan import Calibration, PlannerState, SafetyTerms, plan
+from autoscaler.planner.reactive import reactive_on_signals
 
 ForecasterFactory = Callable[[str, int], Forecaster]
 SCALE_FLOOR_SHARE = 0.05
 FALLBACK_MODEL = "naive"
+SIGNAL_HISTORY_POINTS = 1440
+"""Raw signals and replica counts kept for the inspection API: a day at 60 s steps."""
+DEMAND_KINDS = frozenset({SignalKind.ARRIVALS, SignalKind.COMPLETIONS, SignalKind.UTILIZATION})
+SATURATED_LOAD_TARGET = 0.8
+"""Replicas at capacity show no demand above it: a load target then grows as the HPA
+would on a utilisation pinned at 100 % against this target (x1.25 a step)."""
+QUEUE_PROBE_DOWN = 0.1
+"""Share of the replicas a queue-only target gives up per step while its queue is empty."""
 
 
 def default_factory(model: str, lead_steps: int) -> Forecaster:
@@ -99,6 +116,7 @@ class TargetPipeline:
         *,
         factory: ForecasterFactory = default_factory,
         schedule: RefitSchedule | None = None,
+        signal_history_points: int = SIGNAL_HISTORY_POINTS,
     ) -> None:
         self.spec = spec
         self.schedule = schedule or RefitSchedule()
@@ -106,7 +124,9 @@ class TargetPipeline:
         self._buffer = SeriesBuffer(step_seconds=spec.step_seconds, capacity=spec.history_points)
         self._recent: deque[float] = deque(maxlen=spec.lead_steps + 1)
         self._typical_level = FloatRing(DEFAULT_WINDOW)
-        self._calibrator = CoverageCalibrator(target_coverage=spec.target_coverage, lead_steps=spec.lead_steps)
+        self._calibrator = CoverageCalibrator(
+            target_coverage=spec.target_coverage, lead_steps=spec.lead_steps, basis=spec.coverage_basis
+        )
         self._state = PlannerState()
         self._forecaster: Forecaster | None = None
         self._selection: Selection | None = None
@@ -120,11 +140,57 @@ class TargetPipeline:
         self._forecast_start: float | None = None
         self._decision: Decision | None = None
         self.last_fit_error: str | None = None
+        self._units = DemandUnits(
+            capacity_per_replica=spec.capacity_per_replica, target_utilization=spec.target_utilization
+        )
+        self._primary_kind = _primary_kind(spec)
+        self._measures_demand = not spec.signals or bool(spec.signal_kinds & DEMAND_KINDS)
+        self._signal_points = min(spec.history_points, signal_history_points)
+        self._signals: dict[SignalKind, SeriesBuffer] = {}
+        self._ready = SeriesBuffer(step_seconds=spec.step_seconds, capacity=self._signal_points)
+        self._desired = SeriesBuffer(step_seconds=spec.step_seconds, capacity=self._signal_points)
+        self._last_signals: StepSignals | None = None
+        self._estimate: DemandEstimate | None = None
+        self._replicas: ReplicaCounts | None = None
+        self._replicas_at: float | None = None
 
     # -- data -------------------------------------------------------------------------
 
     def observe(self, timestamp: float, value: float) -> None:
-        """Store one sample; a new step also updates the model and the calibrator."""
+        """One sample of the target's primary signal (its demand, for a load series)."""
+        self.observe_step(StepSignals(timestamp=timestamp, values={self._primary_kind: value}))
+
+    def observe_step(self, signals: StepSignals) -> None:
+        """Derive the step's offered demand and fold it in; keep the raw signals and replicas."""
+        timestamp = signals.timestamp
+        if signals.replicas is not None:
+            self._remember_replicas(timestamp, signals.replicas)
+        for kind, value in signals.values.items():
+            self._signal_buffer(kind).put(timestamp, value)
+        ready = None if self._replicas is None else self._replicas.ready
+        previous = self._last_signals
+        if previous is not None and timestamp < previous.timestamp:
+            previous = None  # a backfill: no neighbour to difference against
+        estimate = derive_demand(signals, previous, units=self._units, ready=ready)
+        if self._last_signals is None or timestamp >= self._last_signals.timestamp:
+            self._last_signals, self._estimate = signals, estimate
+        self._fold(timestamp, estimate.value)
+
+    def _remember_replicas(self, timestamp: float, replicas: ReplicaCounts) -> None:
+        self._ready.put(timestamp, float(replicas.ready))
+        self._desired.put(timestamp, math.nan if replicas.desired is None else float(replicas.desired))
+        if self._replicas_at is None or timestamp >= self._replicas_at:
+            self._replicas, self._replicas_at = replicas, timestamp
+
+    def _signal_buffer(self, kind: SignalKind) -> SeriesBuffer:
+        buffer = self._signals.get(kind)
+        if buffer is None:
+            buffer = SeriesBuffer(step_seconds=self.spec.step_seconds, capacity=self._signal_points)
+            self._signals[kind] = buffer
+        return buffer
+
+    def _fold(self, timestamp: float, value: float) -> None:
+        """Store one demand sample; a new step also updates the model and the calibrator."""
         step = self._buffer.step_index(timestamp)
         end = self._end_step()
         if not self._buffer.put(timestamp, value):
@@ -153,7 +219,7 @@ class TargetPipeline:
 
     def refit_due(self, now: float) -> bool:
         points = len(self._buffer)
-        if points < self.schedule.min_points:
+        if not self._measures_demand or points < self.schedule.min_points:
             return False
         if self._requested_end_timestamp is None:
             return True
@@ -209,7 +275,21 @@ class TargetPipeline:
 
     # -- decisions --------------------------------------------------------------------
 
-    def decide(self, now: float, current_replicas: int) -> Decision:
+    def decide(
+        self, now: float, current_replicas: int | None = None, *, observed_replicas: ReplicaCounts | None = None
+    ) -> Decision:
+        """Plan for `now` from the replicas as observed (never our own last plan).
+
+        `observed_replicas` are this step's counts; when None, the last counts observed
+        are used and the reason says so. `current_replicas` is the single-series form:
+        a count known to be both ready and desired (the backtest's cluster).
+        """
+        if observed_replicas is None and current_replicas is not None:
+            observed_replicas = ReplicaCounts(ready=current_replicas, desired=current_replicas)
+        if observed_replicas is not None:
+            self._remember_replicas(now, observed_replicas)
+        replicas, replica_note = self._replicas_for_decision(now, observed=observed_replicas is not None)
+        current = replicas.ready if replicas.desired is None else replicas.desired
         forecast, cold_start = self._current_forecast(now)
         calibration = Calibration(level=self._calibrator.level, offset=0.0)
         prediction: Prediction | None = None
@@ -222,16 +302,82 @@ class TargetPipeline:
             latest_value=self._buffer.latest(),
             forecast=forecast,
             calibration=calibration,
-            current_replicas=current_replicas,
+            current_replicas=current,
             state=self._state,
             cold_start=cold_start,
+            safety=self._safety(replicas, current),
         )
+        if replica_note:
+            decision = replace(decision, reason=f"{decision.reason}; {replica_note}")
         if prediction is not None and decision.predictive:
             self._calibrator.record(replace(prediction, planned=self._planned_cover(decision, prediction, calibration)))
         self._decision = decision
         return decision
 
+    def _replicas_for_decision(self, now: float, *, observed: bool) -> tuple[ReplicaCounts, str]:
+        if observed:
+            assert self._replicas is not None
+            return self._replicas, ""
+        if self._replicas is not None and self._replicas_at is not None:
+            return self._replicas, (
+                f"replicas not observed now: using {self._replicas.ready} ready "
+                f"observed {now - self._replicas_at:.0f}s ago"
+            )
+        floor = self.spec.min_replicas
+        return ReplicaCounts(ready=floor, desired=floor), f"replicas never observed: assuming minReplicas {floor}"
+
+    def _safety(self, replicas: ReplicaCounts, current: int) -> SafetyTerms:
+        """The reactive terms from the latest step: backlog drain, holds on partial data, KEDA/HPA."""
+        signals, estimate = self._last_signals, self._estimate
+        if signals is None or estimate is None:
+            return SafetyTerms()
+        series = reactive_on_signals(self.spec, values=signals.values, ready=replicas.ready, current_replicas=current)
+        waiting = finite(signals, SignalKind.WAITING) or 0.0
+        drain = 0
+        drain_reason = ""
+        if waiting > 0 and self.spec.metric_kind is MetricKind.LOAD:
+            drain = math.ceil(waiting / (self.spec.drain_time_seconds * self.spec.capacity_per_replica) - 1e-9)
+            drain_reason = f"replicas drain {waiting:.4g} waiting within {self.spec.drain_time_seconds:g}s"
+        floor, floor_reason = 0, ""
+        if estimate.saturated:
+            target = self.spec.target_utilization or SATURATED_LOAD_TARGET
+            floor = max(current, math.ceil(replicas.ready / target - 1e-9))
+            floor_reason = f"{estimate.describe()}: at least {floor}, growing as the HPA would at {target:g}"
+        elif estimate.missing_pods:
+            floor = current
+            floor_reason = f"{estimate.note}: not scaling down below {current}"
+        elif estimate.lower_bound:
+            floor = current
+            floor_reason = f"{estimate.describe()}: not scaling down below {current}"
+        elif not self._measures_demand:
+            floor, floor_reason = self._queue_only_floor(waiting, replicas, current)
+        return SafetyTerms(
+            drain_replicas=drain,
+            drain_reason=drain_reason,
+            floor=floor,
+            floor_reason=floor_reason,
+            series_reactive=series,
+        )
+
+    def _queue_only_floor(self, waiting: float, replicas: ReplicaCounts, current: int) -> tuple[int, str]:
+        """A queue alone bounds demand from one side at a time, so probe like a congestion window.
+
+        A backlog says the ready replicas were saturated: grow as the HPA would on a
+        utilisation pinned at 100 %. An empty queue says only that demand fits: step down
+        by QUEUE_PROBE_DOWN a step, not at once to the queue's answer of zero, so the
+        plan settles near the demand instead of see-sawing between empty and overload.
+        """
+        if waiting > 0:
+            floor = max(current, math.ceil(replicas.ready / SATURATED_LOAD_TARGET - 1e-9))
+            return floor, (
+                f"{waiting:.4g} waiting: the {replicas.ready} ready replicas are saturated, at least {floor}"
+            )
+        floor = math.floor(current * (1.0 - QUEUE_PROBE_DOWN))
+        return floor, f"queue empty: demand fits, stepping down at most {QUEUE_PROBE_DOWN:.0%} to {floor}"
+
     def _current_forecast(self, now: float) -> tuple[Forecast | None, str | None]:
+        if not self._measures_demand:
+            return None, "no demand signal (a queue alone only bounds demand), so the plan is reactive"
         end_timestamp = self._buffer.end_timestamp
         if self._forecaster is None or end_timestamp is None:
             return None, (
@@ -265,14 +411,12 @@ class TargetPipeline:
         return Prediction(target_step=first_step + index, base=base, median=median, scale=scale, planned=base)
 
     def _planned_cover(self, decision: Decision, prediction: Prediction, calibration: Calibration) -> float:
-        """The demand the decision covers at the lead time: replicas x capacity for load.
+        """The demand the decision covers at the lead time: replicas x capacity.
 
-        A utilisation plan has no such bound (it depends on the replicas then running),
-        so there the calibrated quantile itself is judged.
+        Demand is in the units of capacityPerReplica whatever the target measures (a
+        utilisation is turned into demand first), so this holds for every target.
         """
-        if self.spec.metric_kind is MetricKind.LOAD:
-            return decision.replicas * self.spec.capacity_per_replica
-        return prediction.base + calibration.offset
+        return decision.replicas * self.spec.capacity_per_replica
 
     # -- read-only views for the inspection API ---------------------------------------
 
@@ -315,6 +459,31 @@ class TargetPipeline:
         return len(self._buffer)
 
     def history(self) -> tuple[FloatArray, FloatArray]:
-        """(timestamps, values) of the stored window; `values` is a read-only view that
-        later writes never change."""
+        """(timestamps, offered demand) of the stored window; `values` is a read-only view
+        that later writes never change."""
         return self._buffer.timestamps(), self._buffer.values()
+
+    def signal_history(self) -> dict[SignalKind, tuple[FloatArray, FloatArray]]:
+        """(timestamps, values) of each raw signal observed, over the last day of steps."""
+        return {kind: (buffer.timestamps(), buffer.values()) for kind, buffer in self._signals.items()}
+
+    def replica_history(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(timestamps, ready, desired) as observed; NaN where a step had no count."""
+        return self._ready.timestamps(), self._ready.values(), self._desired.values()
+
+    @property
+    def demand_estimate(self) -> DemandEstimate | None:
+        """How the newest step's demand was derived, and whether it is only a lower bound."""
+        return self._estimate
+
+    @property
+    def observed_replicas(self) -> ReplicaCounts | None:
+        """The newest replica counts observed (or given to `decide`)."""
+        return self._replicas
+
+
+def _primary_kind(spec: ScalerSpec) -> SignalKind:
+    """What a single-series `observe` value measures."""
+    if spec.signals:
+        return primary_signal(spec.signals, preset=spec.preset).kind
+    return SignalKind.UTILIZATION if spec.metric_kind is MetricKind.UTILISATION else SignalKind.ARRIVALS

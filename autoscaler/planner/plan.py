@@ -7,8 +7,13 @@ Pure. The order of rules, each visible in the reason:
    first step a pod asked for now can serve (step 1 starts now). Asking for more to
    cover steps 1..lead would only add pods that arrive too late; but scale-down acts at
    once, so the plan keeps up to the current replicas for the need over steps 1..lead.
-   Load metrics: ceil(need / capacity). Utilisation: ceil(current * need / target).
-2. Never below the reactive (KEDA/HPA) answer; clamped to [minReplicas, maxReplicas].
+   Demand is offered demand (autoscaler.demand), so the need is ceil(need / capacity)
+   whatever the target measures: a utilisation was already turned into demand units.
+2. Safety terms, never forecast (`SafetyTerms`): the plan is at least `floor` (the
+   replicas held while demand is only a lower bound or pods are missing), and the
+   replicas that drain the current backlog within drainTime are added on top.
+   Never below the reactive answers: on the latest demand, and KEDA/HPA's on the
+   target's raw series; clamped to [minReplicas, maxReplicas].
 3. Scale-down is damped: never below the highest recommendation within the
    stabilisation window, and never more than `scaleDownPercentPerMinute` of the current
    replicas per elapsed minute.
@@ -34,8 +39,8 @@ from datetime import UTC, datetime
 import numpy as np
 
 from autoscaler.domain.spec import ScalerSpec
-from autoscaler.domain.types import Decision, FloatArray, Forecast, MetricKind
-from autoscaler.planner.reactive import clamp_replicas, reactive_replicas, replicas_for_demand
+from autoscaler.domain.types import Decision, FloatArray, Forecast
+from autoscaler.planner.reactive import clamp_replicas, reactive_load, replicas_for_demand
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +59,66 @@ class Calibration:
     offset: float
 
 
+@dataclass(frozen=True, slots=True)
+class SafetyTerms:
+    """The reactive terms of one decision, computed from the latest observed step."""
+
+    drain_replicas: int = 0
+    """Replicas that drain the current backlog within drainTime, added on top of the need."""
+    drain_reason: str = ""
+    floor: int = 0
+    """The plan is at least this: replicas held while demand is a lower bound or pods are missing."""
+    floor_reason: str = ""
+    """Shown in the reason whenever set, binding or not."""
+    series_reactive: tuple[int, str] | None = None
+    """KEDA/HPA's answer on the target's raw series; None: the demand answer stands alone."""
+
+
+NO_SAFETY = SafetyTerms()
+
+
 def _clock(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%H:%M:%S")
 
 
-def _replicas_for(spec: ScalerSpec, value: float, current_replicas: int) -> int:
-    if spec.metric_kind is MetricKind.UTILISATION:
-        return max(0, math.ceil(max(current_replicas, 1) * value / spec.capacity_per_replica - 1e-9))
+def _replicas_for(spec: ScalerSpec, value: float) -> int:
     return replicas_for_demand(value, spec.capacity_per_replica)
+
+
+def _reactive(
+    spec: ScalerSpec, *, latest_value: float, current_replicas: int, safety: SafetyTerms
+) -> tuple[int | None, int, str]:
+    """(answer on the latest demand or None when unknown, the reactive floor, its reason)."""
+    demand_answer, demand_reason = reactive_load(
+        demand=latest_value,
+        capacity_per_replica=spec.capacity_per_replica,
+        current_replicas=current_replicas,
+        min_replicas=spec.min_replicas,
+        max_replicas=spec.max_replicas,
+    )
+    series = safety.series_reactive
+    if series is None:
+        return demand_answer, demand_answer, demand_reason
+    if math.isnan(latest_value):
+        return None, series[0], f"KEDA/HPA on the series: {series[1]}"
+    if series[0] > demand_answer:
+        return demand_answer, series[0], f"KEDA/HPA on the series: {series[1]}"
+    return demand_answer, demand_answer, demand_reason
+
+
+def _with_safety(spec: ScalerSpec, *, need: int | None, reactive: int, safety: SafetyTerms) -> tuple[int, str]:
+    """max(max(need, floor) + drain, reactive), clamped; the note names the rules that bound it."""
+    held = max(need or 0, safety.floor)
+    notes = ""
+    if safety.floor_reason:
+        notes += f"; {safety.floor_reason}"
+    if safety.drain_replicas > 0:
+        notes += f"; +{safety.drain_replicas} {safety.drain_reason}"
+    raw = max(held + safety.drain_replicas, reactive)
+    clamped = clamp_replicas(raw, min_replicas=spec.min_replicas, max_replicas=spec.max_replicas)
+    if clamped != raw:
+        notes += f"; clamped to {clamped}"
+    return clamped, notes
 
 
 def damp(
@@ -100,21 +157,24 @@ def _reactive_only(
     *,
     now: float,
     spec: ScalerSpec,
+    demand_answer: int | None,
     reactive: int,
     reactive_reason: str,
     why: str,
     current_replicas: int,
     state: PlannerState,
+    safety: SafetyTerms,
 ) -> tuple[Decision, PlannerState]:
     """The reactive answer, damped like any plan so leaving and entering cold start is smooth."""
+    raw, safety_note = _with_safety(spec, need=demand_answer, reactive=reactive, safety=safety)
     replicas, damping_note, new_state = _damp_for(
-        spec, now=now, raw=reactive, current_replicas=current_replicas, state=state
+        spec, now=now, raw=raw, current_replicas=current_replicas, state=state
     )
     decision = Decision(
         replicas=replicas,
         reactive_replicas=reactive,
         buffer_replicas=0,
-        reason=f"{why}; reactive answer: {reactive_reason}{damping_note}",
+        reason=f"{why}; reactive answer: {reactive_reason}{safety_note}{damping_note}",
         forecast_at_lead=math.nan,
         forecast_at_node_lead=math.nan,
         quantile_level=spec.target_coverage,
@@ -152,57 +212,58 @@ def plan(
     current_replicas: int,
     state: PlannerState,
     cold_start: str | None = None,
+    safety: SafetyTerms = NO_SAFETY,
 ) -> tuple[Decision, PlannerState]:
     """Decide the replicas and node buffer for `now`.
 
-    `cold_start`, when given, says why the history cannot support a forecast yet; the
-    decision is then the reactive answer with that reason.
+    `latest_value` is the latest offered demand (NaN when unknown). `cold_start`, when
+    given, says why the history cannot support a forecast yet; the decision is then the
+    reactive answer with that reason.
     """
-    reactive, reactive_reason = reactive_replicas(spec, latest_value=latest_value, current_replicas=current_replicas)
-    if forecast is None or cold_start is not None:
-        why = cold_start or "no forecast available"
+    demand_answer, reactive, reactive_reason = _reactive(
+        spec, latest_value=latest_value, current_replicas=current_replicas, safety=safety
+    )
+
+    def reactive_only(why: str) -> tuple[Decision, PlannerState]:
         return _reactive_only(
             now=now,
             spec=spec,
+            demand_answer=demand_answer,
             reactive=reactive,
             reactive_reason=reactive_reason,
             why=why,
             current_replicas=current_replicas,
             state=state,
+            safety=safety,
         )
+
+    if forecast is None or cold_start is not None:
+        return reactive_only(cold_start or "no forecast available")
     path = calibrated_path(forecast, level=spec.target_coverage, offset=calibration.offset)
     lead_span = min(spec.lead_steps + 1, forecast.horizon)
     node_span = min(spec.node_lead_steps + 1, forecast.horizon)
     if lead_span == 0 or not np.all(np.isfinite(path[:node_span])):
-        return _reactive_only(
-            now=now,
-            spec=spec,
-            reactive=reactive,
-            reactive_reason=reactive_reason,
-            why=f"forecast from {forecast.model} is not finite",
-            current_replicas=current_replicas,
-            state=state,
-        )
+        return reactive_only(f"forecast from {forecast.model} is not finite")
     need_at_lead = float(path[lead_span - 1])
     need_at_node_lead = float(path[lead_span - 1 : node_span].max())
-    predicted = _replicas_for(spec, need_at_lead, current_replicas)
-    hold = min(current_replicas, _replicas_for(spec, float(path[:lead_span].max()), current_replicas))
+    predicted = _replicas_for(spec, need_at_lead)
+    hold = min(current_replicas, _replicas_for(spec, float(path[:lead_span].max())))
     hold_note = ""
     if hold > predicted:
         predicted = hold
         hold_note = f"; keeping {hold} for the demand forecast before then"
-    raw = clamp_replicas(max(predicted, reactive), min_replicas=spec.min_replicas, max_replicas=spec.max_replicas)
+    raw, safety_note = _with_safety(spec, need=predicted, reactive=reactive, safety=safety)
     replicas, damping_note, new_state = _damp_for(
         spec, now=now, raw=raw, current_replicas=current_replicas, state=state
     )
-    node_need = _replicas_for(spec, need_at_node_lead, current_replicas)
+    node_need = _replicas_for(spec, need_at_node_lead) + safety.drain_replicas
     buffer = max(0, min(node_need - replicas, spec.max_buffer_replicas, spec.max_replicas - replicas))
     replicas, fill_note = _fill_nodes(spec, replicas=replicas, buffer=buffer)
     reason = (
         f"forecast p{spec.target_coverage * 100:g} ({forecast.model}, calibrated {calibration.offset:+.4g}) "
         f"of {need_at_lead:.4g} at +{spec.lead_time_seconds:g}s needs {predicted} replicas "
-        f"({_capacity_text(spec)}); reactive needs {reactive}"
-        f"{hold_note}{_bound_note(predicted, reactive, raw)}{damping_note}{fill_note}"
+        f"(capacity {spec.capacity_per_replica:.4g}/replica); reactive needs {reactive}"
+        f"{hold_note}{safety_note}{damping_note}{fill_note}"
     )
     if buffer > 0:
         reason += (
@@ -229,15 +290,3 @@ def _fill_nodes(spec: ScalerSpec, *, replicas: int, buffer: int) -> tuple[int, s
     if filled <= replicas:
         return replicas, ""
     return filled, f"; {filled} replicas fill the {nodes} nodes of {spec.pods_per_node} pods it needs"
-
-
-def _capacity_text(spec: ScalerSpec) -> str:
-    if spec.metric_kind is MetricKind.UTILISATION:
-        return f"target {spec.capacity_per_replica:.4g} per replica"
-    return f"capacity {spec.capacity_per_replica:.4g}/replica"
-
-
-def _bound_note(predicted: int, reactive: int, raw: int) -> str:
-    if raw == max(predicted, reactive):
-        return ""
-    return f"; clamped to {raw}"

@@ -10,9 +10,10 @@ metric is unavailable.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
+from autoscaler.domain.signals import SignalKind
 from autoscaler.domain.spec import ScalerSpec
-from autoscaler.domain.types import MetricKind
 
 HPA_TOLERANCE = 0.1
 
@@ -87,23 +88,48 @@ def reactive_utilisation(
     )
 
 
-def reactive_replicas(spec: ScalerSpec, *, latest_value: float, current_replicas: int) -> tuple[int, str]:
-    """The reactive answer for a target, dispatched on its metric kind."""
-    if spec.metric_kind is MetricKind.UTILISATION:
-        return reactive_utilisation(
-            value=latest_value,
-            target=spec.capacity_per_replica,
-            current_replicas=current_replicas,
-            min_replicas=spec.min_replicas,
-            max_replicas=spec.max_replicas,
+def reactive_on_signals(
+    spec: ScalerSpec, *, values: Mapping[SignalKind, float], ready: int, current_replicas: int
+) -> tuple[int, str]:
+    """What KEDA and the HPA answer with one trigger per raw series of the target (the largest).
+
+    Load series (arrivals, completions) use the AverageValue rule with capacityPerReplica;
+    a utilisation the HPA's ceil(ready x utilisation / target); a queue the AverageValue
+    rule with the backlog one replica drains within drainTime as its per-replica target.
+    In-flight counts and the pods count are not scaled on. A series missing at this step
+    keeps the current replicas, as the HPA does.
+    """
+    bounds = {"min_replicas": spec.min_replicas, "max_replicas": spec.max_replicas}
+    answers: list[tuple[int, str]] = []
+    for kind in (SignalKind.ARRIVALS, SignalKind.COMPLETIONS):
+        if kind in spec.signal_kinds:
+            replicas, reason = reactive_load(
+                demand=values.get(kind, math.nan),
+                capacity_per_replica=spec.capacity_per_replica,
+                current_replicas=current_replicas,
+                **bounds,
+            )
+            answers.append((replicas, f"{kind.value}: {reason}"))
+    if SignalKind.UTILIZATION in spec.signal_kinds and spec.target_utilization is not None:
+        replicas, reason = reactive_utilisation(
+            value=values.get(SignalKind.UTILIZATION, math.nan),
+            target=spec.target_utilization,
+            current_replicas=ready,
+            **bounds,
         )
-    return reactive_load(
-        demand=latest_value,
-        capacity_per_replica=spec.capacity_per_replica,
-        current_replicas=current_replicas,
-        min_replicas=spec.min_replicas,
-        max_replicas=spec.max_replicas,
-    )
+        answers.append((replicas, reason))
+    if SignalKind.WAITING in spec.signal_kinds:
+        replicas, reason = reactive_load(
+            demand=values.get(SignalKind.WAITING, math.nan),
+            capacity_per_replica=spec.capacity_per_replica * spec.drain_time_seconds,
+            current_replicas=current_replicas,
+            **bounds,
+        )
+        answers.append((replicas, f"waiting: {reason}"))
+    if not answers:
+        kept = clamp_replicas(current_replicas, **bounds)
+        return kept, f"no series to scale on; keeping {kept}"
+    return max(answers, key=lambda answer: answer[0])
 
 
 def _clamp_note(raw: int, replicas: int) -> str:

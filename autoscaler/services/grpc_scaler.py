@@ -11,6 +11,8 @@ docs/grpc.md describes the field mapping, the activity rule and every error code
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
 from collections import OrderedDict
@@ -23,11 +25,13 @@ from google.protobuf.message import Message
 
 from autoscaler import protogen
 from autoscaler.domain.errors import SpecError
+from autoscaler.domain.limits import DEFAULT_LIMITS, OperatorLimits, apply_limits
 from autoscaler.domain.snapshot import TargetSnapshot, TargetStatus
 from autoscaler.domain.spec import KEYS, ScalerSpec, metric_name_for, parse_spec, target_key
 from autoscaler.domain.types import FloatArray, TargetKey
 from autoscaler.engine.api import EngineView, UnknownEndpointError
-from autoscaler.services.rpc import RpcError, RpcMethod, Writer
+from autoscaler.services.admission import NamespaceAdmission
+from autoscaler.services.rpc import RpcError, RpcMethod, Writer, shown, truncated
 
 protogen.ensure_generated()
 from autoscaler._generated import externalscaler_pb2 as pb2  # noqa: E402
@@ -77,6 +81,12 @@ class ScalerServiceSettings:
     spec_cache_size: int = 16_384
     """Parsed scalerMetadata kept per (namespace, name, metadata); least recently used go first.
     Above the engine's default max_targets (10,000): a fleet polled round-robin must not miss."""
+    limits: OperatorLimits = DEFAULT_LIMITS
+    """The operator's limits on what scalerMetadata may ask for (the daemon configuration's `limits`)."""
+    spec_cache_bytes: int = 32 * 1024 * 1024
+    """The same cache's bound in bytes (requests kept as keys, errors, parsed targets), so
+    large refused requests cannot hold memory that a count of entries would allow; 10,000
+    targets' entries take about 25 MiB."""
 
 
 @dataclass(slots=True, eq=False)
@@ -194,17 +204,46 @@ def target_metadata(raw: Mapping[str, str]) -> dict[str, str]:
     return metadata
 
 
-class TargetResolver:
-    """ScaledObjectRef -> ResolvedTarget, with a bounded LRU so metadata is parsed once."""
+MAX_ERROR_CHARACTERS = 1024
+"""Longest error message kept in the cache and sent back; an error may quote the request."""
+RESOLVED_TARGET_BYTES = 2048
+"""What one parsed target holds besides its cache key, about: the spec and prebuilt answers."""
 
-    def __init__(self, capacity: int) -> None:
+
+class TargetResolver:
+    """ScaledObjectRef -> ResolvedTarget, with an LRU bounded in entries and bytes so metadata is parsed once."""
+
+    def __init__(
+        self, capacity: int, *, max_bytes: int = 64 * 1024 * 1024, limits: OperatorLimits = DEFAULT_LIMITS
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"spec cache capacity must be at least 1, got {capacity}")
+        if max_bytes < 1:
+            raise ValueError(f"spec cache max_bytes must be at least 1, got {max_bytes}")
         self._capacity = capacity
+        self._max_bytes = max_bytes
+        self._limits = limits
         self._cache: OrderedDict[bytes, ResolvedTarget | str] = OrderedDict()
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._cache)
+
+    @property
+    def held_bytes(self) -> int:
+        """The cache's size as it accounts it: keys, error texts and parsed targets."""
+        return self._bytes
+
+    @staticmethod
+    def _cost(cache_key: bytes, entry: ResolvedTarget | str) -> int:
+        return len(cache_key) + (len(entry) if isinstance(entry, str) else RESOLVED_TARGET_BYTES)
+
+    def _keep(self, cache_key: bytes, entry: ResolvedTarget | str) -> None:
+        self._cache[cache_key] = entry
+        self._bytes += self._cost(cache_key, entry)
+        while len(self._cache) > self._capacity or self._bytes > self._max_bytes:
+            evicted_key, evicted = self._cache.popitem(last=False)
+            self._bytes -= self._cost(evicted_key, evicted)
 
     def resolve(self, ref: pb2.ScaledObjectRef) -> ResolvedTarget:
         namespace, name = ref.namespace, ref.name
@@ -223,45 +262,53 @@ class TargetResolver:
         entry = self._cache.get(cache_key)
         if entry is None:
             entry = self._parse(namespace, name, ref.scalerMetadata)
-            self._cache[cache_key] = entry
-            if len(self._cache) > self._capacity:
-                self._cache.popitem(last=False)
+            self._keep(cache_key, entry)
         else:
             self._cache.move_to_end(cache_key)
         if isinstance(entry, str):
             raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, entry)
         return entry
 
-    @staticmethod
-    def _parse(namespace: str, name: str, raw: Mapping[str, str]) -> ResolvedTarget | str:
+    def _parse(self, namespace: str, name: str, raw: Mapping[str, str]) -> ResolvedTarget | str:
         try:
             metadata = target_metadata(raw)
-            spec = parse_spec(metadata)
+            spec = apply_limits(parse_spec(metadata), metadata, namespace=namespace, limits=self._limits)
         except SpecError as error:
-            return f"ScaledObject {namespace}/{name}: {error}"
+            return truncated(f"ScaledObject {namespace}/{name}: {error}", MAX_ERROR_CHARACTERS)
         key = target_key(namespace, name, metadata)
         return ResolvedTarget(key=key, spec=spec, metric_name=metric_name_for(key, spec))
 
 
 class ExternalScalerService:
-    """KEDA's ExternalScaler over an `EngineView`, as methods either gRPC server can carry."""
+    """KEDA's ExternalScaler over an `EngineView`, as methods `grpcio_server` turns into handlers."""
 
     def __init__(
         self,
         engine: EngineView,
         *,
         settings: ScalerServiceSettings | None = None,
+        admission: NamespaceAdmission | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         """`clock` must read the engine's clock (which dates the samples), e.g. `Clock.now`.
 
         With it, a READY snapshot whose last sample is older than staleAfter is refused
         even if the engine stopped publishing; without it the snapshot's status is trusted.
+        `admission` registers targets (a fair share per namespace); by default over the
+        engine's default target cap.
         """
         self._engine = engine
         self._settings = settings or ScalerServiceSettings()
+        self._admission = admission or NamespaceAdmission(engine)
         self._clock = clock
-        self._resolver = TargetResolver(self._settings.spec_cache_size)
+        self._resolver = TargetResolver(
+            self._settings.spec_cache_size, max_bytes=self._settings.spec_cache_bytes, limits=self._settings.limits
+        )
+        self._changes = TargetChanges(engine)
+
+    async def close(self) -> None:
+        """Stop watching for StreamIsActive's changes (the server cancels the streams themselves)."""
+        await self._changes.close()
 
     def methods(self) -> list[RpcMethod]:
         def method(name: str, request_type: type[Message], **handler: object) -> RpcMethod:
@@ -292,7 +339,7 @@ class ExternalScalerService:
         if request.metricName != target.metric_name:
             raise RpcError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"metricName {request.metricName!r} is not served for {target.key}; "
+                f"metricName {shown(request.metricName)} is not served for {target.key}; "
                 f"GetMetricSpec names {target.metric_name!r}",
             )
         return self._answer(target, lambda snapshot: target.answers(snapshot)[0])
@@ -305,36 +352,37 @@ class ExternalScalerService:
     async def stream_is_active(self, ref: pb2.ScaledObjectRef, write: Writer) -> None:
         """Send the current answer, then each change, and repeat it every resend period.
 
-        When the target stops being servable the stream ends with UNAVAILABLE; KEDA
+        The stream wakes only when its own target's snapshot changes (or to resend), so
+        many open streams cost nothing while the rest of the fleet is replanned. When
+        the target stops being servable the stream ends with UNAVAILABLE; KEDA
         reconnects with backoff and meanwhile relies on its polling fallback.
         """
         target = self._resolver.resolve(ref)
         self._register(target)
-        await self._after_warm_up(target, lambda snapshot: snapshot)
+        snapshot: TargetSnapshot | None = await self._after_warm_up(target, lambda snapshot: snapshot)
         resend = self._settings.stream_resend_seconds
-        engine_snapshot = self._engine.snapshot()
         sent: bool | None = None
         sent_at = 0.0
         while True:
             self._register(target)  # an open stream is contact too: keeps the target from idling out
-            active = is_active(self._require_servable(target, engine_snapshot.get(target.key)))
+            active = is_active(self._require_servable(target, snapshot))
             if active != sent or time.monotonic() - sent_at >= resend:
                 await write(pb2.IsActiveResponse(result=active))
                 sent, sent_at = active, time.monotonic()
             wait = max(0.0, sent_at + resend - time.monotonic())
-            engine_snapshot = await self._engine.wait_next(engine_snapshot.generation, wait)
+            snapshot = await self._changes.wait(target.key, snapshot, wait)
 
     # --- shared steps -----------------------------------------------------------------
 
     def _register(self, target: ResolvedTarget) -> None:
         """Register on first contact and mark every later one; the engine evicts idle targets."""
         try:
-            self._engine.ensure_target(target.key, target.spec)
+            self._admission.register(target.key, target.spec)
         except UnknownEndpointError as error:
             raise RpcError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"ScaledObject {target.key.namespace}/{target.key.name}: {error}"
             ) from error
-        except OverflowError as error:  # the engine's bound on registered targets
+        except OverflowError as error:  # the engine's bound on targets, or the namespace's fair share
             raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{target.describe()}: {error}") from error
 
     def _answer(
@@ -357,3 +405,55 @@ class ExternalScalerService:
         if reason is not None or snapshot is None:
             raise RpcError(grpc.StatusCode.UNAVAILABLE, f"{target.describe()} {reason}")
         return snapshot
+
+
+class TargetChanges:
+    """Wakes a waiter when its target's published snapshot changes; one engine watcher for all.
+
+    The engine publishes a new generation whenever any target changes; a snapshot object
+    that did not change is carried over as the same object, so comparing identities per
+    watched target finds the changes without waking every stream for every publish.
+    """
+
+    def __init__(self, engine: EngineView) -> None:
+        self._engine = engine
+        self._waiters: dict[TargetKey, set[asyncio.Event]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def wait(self, key: TargetKey, seen: TargetSnapshot | None, timeout: float) -> TargetSnapshot | None:
+        """The target's snapshot once it is no longer `seen`, or its current one after `timeout`."""
+        current = self._engine.snapshot().get(key)
+        if current is not seen:
+            return current
+        changed = asyncio.Event()
+        waiters = self._waiters.setdefault(key, set())
+        waiters.add(changed)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout)
+        finally:
+            waiters.discard(changed)
+            if not waiters:
+                self._waiters.pop(key, None)
+        return self._engine.snapshot().get(key)
+
+    async def _watch(self) -> None:
+        previous = self._engine.snapshot()
+        while self._waiters:
+            # Bounded, so the watcher ends soon after its last waiter leaves.
+            current = await self._engine.wait_next(previous.generation, 1.0)
+            if current.generation == previous.generation:
+                continue
+            for key, waiters in self._waiters.items():
+                if current.get(key) is not previous.get(key):
+                    for changed in waiters:
+                        changed.set()
+            previous = current
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher

@@ -14,19 +14,25 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot
+from autoscaler.domain.signals import SignalKind
+from autoscaler.domain.snapshot import DemandDerivation, EngineSnapshot, ReplicaHistory, SignalHistory, TargetSnapshot
 from autoscaler.domain.spec import ScalerSpec
-from autoscaler.domain.types import Decision, Forecast, ModelScore, TargetKey
+from autoscaler.domain.types import Decision, FloatArray, Forecast, MetricKind, ModelScore, TargetKey
 from autoscaler.engine.api import EngineView
 from autoscaler.services import page
+from autoscaler.services.authn import Authenticator
+from autoscaler.services.http_server import apply_base_headers
 from autoscaler.services.openapi import (
     DEFAULT_HISTORY_POINTS,
     MAX_HISTORY_POINTS,
     MAX_QUERY_VALUE_LENGTH,
+    UNAUTHENTICATED_PATHS,
     openapi_document,
 )
 from autoscaler.services.telemetry import CONTENT_TYPE, Telemetry, data_age_seconds, default_telemetry
@@ -36,6 +42,18 @@ log = logging.getLogger(__name__)
 Json = dict[str, Any]
 API_PREFIX = "/api/v1"
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+MAX_REQUEST_BODY_BYTES = 4096
+SIGNAL_UNITS: dict[SignalKind, str] = {
+    SignalKind.ARRIVALS: "requests/s",
+    SignalKind.COMPLETIONS: "requests/s",
+    SignalKind.WAITING: "requests",
+    SignalKind.RUNNING: "requests",
+    SignalKind.UTILIZATION: "fraction",
+    SignalKind.PODS: "pods",
+}
+# Offered demand is in the unit of capacityPerReplica: requests/s for a load, replicas
+# for a target measured by utilisation alone.
+DEMAND_UNITS = {MetricKind.LOAD: "requests/s", MetricKind.UTILISATION: "replicas"}
 
 
 class BadRequestError(ValueError):
@@ -57,6 +75,10 @@ def _finite_list(values: Iterable[float]) -> list[float | None]:
     return [value if math.isfinite(value) else None for value in values]
 
 
+def _newest(values: FloatArray, points: int) -> list[float | None]:
+    return _finite_list(values[-points:].tolist())
+
+
 def target_path(target: TargetSnapshot) -> str:
     key = target.key
     return f"{key.namespace}/{key.name}/{key.metadata_digest}"
@@ -65,6 +87,7 @@ def target_path(target: TargetSnapshot) -> str:
 def _summary_fields(target: TargetSnapshot) -> Json:
     """A target's summary except its data age, which moves with every snapshot."""
     decision = target.decision
+    observed = target.observed_replicas
     return {
         "key": str(target.key),
         "namespace": target.key.namespace,
@@ -76,6 +99,8 @@ def _summary_fields(target: TargetSnapshot) -> Json:
         "planned_replicas": decision.replicas if decision else None,
         "reactive_replicas": decision.reactive_replicas if decision else None,
         "buffer_replicas": decision.buffer_replicas if decision else None,
+        "ready_replicas": observed.ready if observed else None,
+        "desired_replicas": observed.desired if observed else None,
         "model": target.chosen_model,
         "last_sample_at": target.last_sample_at,
         "api_url": f"{API_PREFIX}/targets/{target_path(target)}",
@@ -110,6 +135,7 @@ def _spec_json(spec: ScalerSpec) -> Json:
         "stale_after_seconds": spec.stale_after_seconds,
         "mode": "shadow" if spec.shadow else "active",
         "workload_name": spec.workload_name,
+        "replica_source": spec.replica_source.value,
     }
 
 
@@ -122,6 +148,66 @@ def _history_json(target: TargetSnapshot, points: int) -> Json:
         "returned_points": total - start,
         "timestamps": _finite_list(target.history_timestamps[start:].tolist()),
         "values": _finite_list(target.history_values[start:].tolist()),
+    }
+
+
+def _signal_json(signal: SignalHistory, queries: dict[SignalKind, str], points: int) -> Json:
+    values = _newest(signal.values, points)
+    return {
+        "kind": signal.kind.value,
+        "unit": SIGNAL_UNITS[signal.kind],
+        "query": queries.get(signal.kind),
+        "returned_points": len(values),
+        "timestamps": _newest(signal.timestamps, points),
+        "values": values,
+    }
+
+
+def _derivation_json(derivation: DemandDerivation | None) -> Json | None:
+    if derivation is None:
+        return None
+    return {
+        "value": _finite(derivation.value),
+        "source": derivation.source,
+        "description": derivation.description,
+        "lower_bound": derivation.lower_bound,
+        "saturated": derivation.saturated,
+        "missing_pods": derivation.missing_pods,
+    }
+
+
+def _demand_json(target: TargetSnapshot, points: int) -> Json:
+    """Offered demand (the `history`), how its newest step was derived, and the raw signals."""
+    queries = {signal.kind: signal.query for signal in target.spec.signals}
+    return {
+        "unit": DEMAND_UNITS[target.spec.metric_kind],
+        "derivation": _derivation_json(target.demand_derivation),
+        "signals": [_signal_json(signal, queries, points) for signal in target.signal_histories],
+    }
+
+
+def _replica_history_json(history: ReplicaHistory | None, points: int) -> Json | None:
+    if history is None:
+        return None
+    ready = _newest(history.ready, points)
+    return {
+        "returned_points": len(ready),
+        "timestamps": _newest(history.timestamps, points),
+        "ready": ready,
+        "desired": _newest(history.desired, points),
+    }
+
+
+def _replicas_json(target: TargetSnapshot, points: int) -> Json:
+    """The scale target's replicas as observed, beside what the decision plans."""
+    observed, decision = target.observed_replicas, target.decision
+    return {
+        "source": target.spec.replica_source.value,
+        "ready": observed.ready if observed else None,
+        "desired": observed.desired if observed else None,
+        "planned": decision.replicas if decision else None,
+        "reactive": decision.reactive_replicas if decision else None,
+        "history": _replica_history_json(target.replica_history, points),
     }
 
 
@@ -217,6 +303,8 @@ def detail_json(snapshot: EngineSnapshot, target: TargetSnapshot, *, points: int
             "stale_after_seconds": target.spec.stale_after_seconds,
         },
         "history": _history_json(target, points),
+        "demand": _demand_json(target, points),
+        "replicas": _replicas_json(target, points),
         "forecast": _forecast_json(target),
         "model_selection": _model_json(target),
         "coverage": {
@@ -291,44 +379,112 @@ class _Summaries:
         self._texts = {key: text for key, text in self._texts.items() if key in snapshot.targets}
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseLimits:
+    """What a slow or stalled reader can make the daemon hold.
+
+    A body larger than one chunk is written a chunk at a time, waiting for the socket to
+    drain, so a reader that does not read holds at most a few chunks of send buffer. At
+    most `max_streaming_responses` such bodies are in flight (more get 503 with
+    Retry-After), and one that is not written within `write_timeout_seconds` is dropped
+    with its connection.
+    """
+
+    chunk_bytes: int = 64 * 1024
+    max_streaming_responses: int = 8
+    write_timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.chunk_bytes < 1 or self.max_streaming_responses < 1 or not self.write_timeout_seconds > 0:
+            raise ValueError("response limits must be positive")
+
+
 class _Handlers:
-    def __init__(self, engine: EngineView, telemetry: Telemetry, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        engine: EngineView,
+        telemetry: Telemetry,
+        ready: Callable[[], bool],
+        *,
+        limits: ResponseLimits,
+        authenticated: bool,
+    ) -> None:
         self._engine = engine
         self._telemetry = telemetry
         self._ready = ready
-        self._openapi = json.dumps(openapi_document())
+        self._limits = limits
+        self._streaming = asyncio.Semaphore(limits.max_streaming_responses)
+        self._openapi = json.dumps(openapi_document(authenticated=authenticated))
         # Rendering JSON or /metrics for a thousand targets takes tens of milliseconds of
         # Python. On this thread the event loop keeps answering KEDA between GIL
-        # switches instead of stalling; one worker means the exposition cache has a
+        # switches instead of stalling; one worker means the caches below have a
         # single writer.
         self._render_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-render")
         self._summaries = _Summaries()  # used on the render thread only
+        self._listing: tuple[EngineSnapshot, bytes] | None = None  # the whole list, once per snapshot
 
-    async def _rendered(self, build: Callable[[], str], content_type: str) -> web.Response:
+    async def _rendered(self, request: web.Request, build: Callable[[], str], content_type: str) -> web.StreamResponse:
         text = await asyncio.get_running_loop().run_in_executor(self._render_pool, build)
-        response = web.Response(text=text, headers={"Cache-Control": "no-store"})
-        response.headers["Content-Type"] = content_type
-        return response
+        return await self._send(request, (text.encode(),), content_type)
 
-    async def list_targets(self, request: web.Request) -> web.Response:
-        snapshot = self._engine.snapshot()
+    async def _send(self, request: web.Request, parts: tuple[bytes, ...], content_type: str) -> web.StreamResponse:
+        """Answer `parts` joined; a large body is streamed within `ResponseLimits`."""
+        headers = {"Cache-Control": "no-store", "Content-Type": content_type}
+        size = sum(len(part) for part in parts)
+        if size <= self._limits.chunk_bytes:
+            return web.Response(body=b"".join(parts), headers=headers)
+        if self._streaming.locked():
+            limit = self._limits.max_streaming_responses
+            return error_response(
+                503, f"{limit} large responses are already being sent; retry shortly", headers={"Retry-After": "1"}
+            )
+        async with self._streaming:
+            response = web.StreamResponse(headers=headers)
+            response.content_length = size
+            try:
+                async with asyncio.timeout(self._limits.write_timeout_seconds):
+                    await response.prepare(request)
+                    for part in parts:
+                        await self._write_chunks(response, memoryview(part))
+                    await response.write_eof()
+            except TimeoutError:
+                # A reader this slow holds buffers and a slot for nothing: drop it and
+                # whatever is still queued for it.
+                log.warning(
+                    "dropped a reader of %s: not written in %.0f s", request.path, self._limits.write_timeout_seconds
+                )
+                if request.transport is not None:
+                    request.transport.abort()
+            return response
 
-        def render() -> str:
+    async def _write_chunks(self, response: web.StreamResponse, body: memoryview) -> None:
+        chunk = self._limits.chunk_bytes
+        for start in range(0, len(body), chunk):
+            await response.write(body[start : start + chunk])  # waits while the socket is full
+
+    def _whole_listing(self, snapshot: EngineSnapshot) -> bytes:
+        if self._listing is None or self._listing[0] is not snapshot:
             self._summaries.forget_removed(snapshot)
-            return self._summaries.listing(snapshot, snapshot.targets.values(), {})
+            self._listing = (snapshot, self._summaries.listing(snapshot, snapshot.targets.values(), {}).encode())
+        return self._listing[1]
 
-        return await self._rendered(render, JSON_CONTENT_TYPE)
+    async def list_targets(self, request: web.Request) -> web.StreamResponse:
+        snapshot = self._engine.snapshot()
+        body = await asyncio.get_running_loop().run_in_executor(self._render_pool, self._whole_listing, snapshot)
+        return await self._send(request, (body,), JSON_CONTENT_TYPE)
 
-    async def scaled_object(self, request: web.Request) -> web.Response:
+    async def scaled_object(self, request: web.Request) -> web.StreamResponse:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         snapshot = self._engine.snapshot()
         triggers = [t for t in snapshot.targets.values() if t.key.namespace == namespace and t.key.name == name]
         if not triggers:
             return error_response(404, f"no target for ScaledObject {namespace}/{name}")
         fields = {"namespace": namespace, "name": name}
-        return await self._rendered(lambda: self._summaries.listing(snapshot, triggers, fields), JSON_CONTENT_TYPE)
+        return await self._rendered(
+            request, lambda: self._summaries.listing(snapshot, triggers, fields), JSON_CONTENT_TYPE
+        )
 
-    async def target(self, request: web.Request) -> web.Response:
+    async def target(self, request: web.Request) -> web.StreamResponse:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         digest = request.match_info["digest"]
         points = _points(request)
@@ -344,7 +500,7 @@ class _Handlers:
         if len(matches) > 1:
             return error_response(409, f"digest prefix {digest!r} matches {len(matches)} triggers of {where}")
         return await self._rendered(
-            lambda: _json_text(detail_json(snapshot, matches[0], points=points)), JSON_CONTENT_TYPE
+            request, lambda: _json_text(detail_json(snapshot, matches[0], points=points)), JSON_CONTENT_TYPE
         )
 
     async def close(self, app: web.Application) -> None:
@@ -362,8 +518,9 @@ class _Handlers:
         body = {"ready": ready, "generation": snapshot.generation, "targets": len(snapshot.targets)}
         return _json(body, status=200 if ready else 503)
 
-    async def metrics(self, request: web.Request) -> web.Response:
-        return await self._rendered(self._telemetry.render, CONTENT_TYPE)
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        parts = await asyncio.get_running_loop().run_in_executor(self._render_pool, self._telemetry.exposition)
+        return await self._send(request, parts, CONTENT_TYPE)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -389,21 +546,55 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return error_response(500, "internal error; see the daemon log")
 
 
+async def _base_headers(request: web.Request, response: web.StreamResponse) -> None:
+    apply_base_headers(response)
+
+
+def _authenticated(authenticator: Authenticator) -> Middleware:
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in UNAUTHENTICATED_PATHS:
+            return await handler(request)
+        verdict = await authenticator.check(
+            request.headers.get("Authorization"), path=request.path, verb=request.method.lower()
+        )
+        if verdict.allowed:
+            return await handler(request)
+        challenge = {"WWW-Authenticate": 'Bearer realm="predictive-autoscaler"'} if verdict.status == 401 else None
+        return error_response(verdict.status, verdict.message, headers=challenge)
+
+    return check
+
+
 def create_http_app(
     engine: EngineView,
     *,
     telemetry: Telemetry | None = None,
     ready: Callable[[], bool] | None = None,
+    limits: ResponseLimits | None = None,
+    authenticator: Authenticator | None = None,
 ) -> web.Application:
     """The daemon's HTTP application: API, OpenAPI, health, /metrics and the page.
 
     /readyz is ready once the engine has published a snapshot (generation > 0) and
     `ready` (the daemon's lifecycle: False while starting or shutting down) agrees.
     Without `telemetry` /metrics serves the process-wide telemetry, whose per-target
-    part `telemetry.install_collector` connects to the engine.
+    part `telemetry.install_collector` connects to the engine. With `authenticator`
+    every path except /healthz and /readyz needs a bearer token whose user RBAC allows
+    to `get` that path (see docs/inspection.md).
     """
-    handlers = _Handlers(engine, telemetry or default_telemetry(), ready or (lambda: True))
-    app = web.Application(middlewares=[_json_errors])
+    handlers = _Handlers(
+        engine,
+        telemetry or default_telemetry(),
+        ready or (lambda: True),
+        limits=limits or ResponseLimits(),
+        authenticated=authenticator is not None,
+    )
+    # No route reads a request body: refuse any beyond a few kilobytes.
+    app = web.Application(middlewares=[_json_errors], client_max_size=MAX_REQUEST_BODY_BYTES)
+    if authenticator is not None:
+        app.middlewares.append(_authenticated(authenticator))
+    app.on_response_prepare.append(_base_headers)
     routes = [
         (f"{API_PREFIX}/targets", handlers.list_targets),
         (f"{API_PREFIX}/targets/{{namespace}}/{{name}}", handlers.scaled_object),

@@ -20,9 +20,14 @@ def _ref(name: str) -> Schema:
     return {"$ref": REF + name}
 
 
+# OpenAPI 3.0 ignores `nullable` beside a `$ref` (and under `allOf` the referenced schema
+# still rejects null), so a nullable object is "the object, or null" spelled out.
+_NULL: Schema = {"type": "object", "nullable": True, "enum": [None]}
+
+
 def _nullable(schema: Schema) -> Schema:
     if "$ref" in schema:
-        return {"allOf": [schema], "nullable": True}
+        return {"anyOf": [schema, _NULL]}
     return {**schema, "nullable": True}
 
 
@@ -68,6 +73,8 @@ def _nullable_numbers(description: str) -> Schema:
 
 STATUSES = ["warming", "ready", "stale", "error"]
 MODES = ["active", "shadow"]
+SIGNAL_KINDS = ["arrivals", "completions", "waiting", "running", "utilization", "pods"]
+REPLICA_SOURCES = ["kubernetes", "prometheus", "none"]
 
 _SUMMARY: dict[str, Schema] = {
     "key": _string("Display key: namespace/name#first 8 digest characters."),
@@ -80,6 +87,8 @@ _SUMMARY: dict[str, Schema] = {
     "planned_replicas": _integer("Replicas the planner asks for.", nullable=True),
     "reactive_replicas": _integer("Replicas current demand alone needs.", nullable=True),
     "buffer_replicas": _integer("Placeholder replicas keeping nodes warm.", nullable=True),
+    "ready_replicas": _integer("Ready replicas of the scale target as last observed.", nullable=True),
+    "desired_replicas": _integer("Desired replicas of the scale target as last observed.", nullable=True),
     "model": _string("Model chosen for this series.", nullable=True),
     "last_sample_at": _number("Unix time of the newest sample.", nullable=True),
     "data_age_seconds": _number("Age of the newest sample when the snapshot was generated.", nullable=True),
@@ -134,6 +143,7 @@ SCHEMAS: dict[str, Schema] = {
             "stale_after_seconds": _number("Data older than this makes the target stale."),
             "mode": _string("active or shadow.", enum=MODES),
             "workload_name": _string("Deployment the placeholders copy.", nullable=True),
+            "replica_source": _string("Where the observed replicas are read.", enum=REPLICA_SOURCES),
         },
         "The target's parsed scalerMetadata.",
     ),
@@ -150,8 +160,57 @@ SCHEMAS: dict[str, Schema] = {
             "total_points": _integer("Points held by the engine."),
             "returned_points": _integer("Points in this response (the newest ones)."),
             "timestamps": _nullable_numbers("Unix time of each point."),
-            "values": _nullable_numbers("Value at each point; null marks a gap."),
+            "values": _nullable_numbers("Offered demand at each point (see Demand); null marks a gap."),
         }
+    ),
+    "SignalSeries": _object(
+        {
+            "kind": _string("What the query measures.", enum=SIGNAL_KINDS),
+            "unit": _string("requests/s, requests, fraction or pods."),
+            "query": _string("PromQL of this signal.", nullable=True),
+            "returned_points": _integer("Points in this response (the newest ones)."),
+            "timestamps": _nullable_numbers("Unix time of each point."),
+            "values": _nullable_numbers("The signal as observed, before any derivation; null where absent."),
+        }
+    ),
+    "DemandDerivation": _object(
+        {
+            "value": _number(
+                "Offered demand at the newest step; null when the signals do not determine it.", nullable=True
+            ),
+            "source": _string("The rule that derived it: arrivals, completions (+ change in backlog), utilisation."),
+            "description": _string("The derivation in words, with any bound and its cause."),
+            "lower_bound": {"type": "boolean", "description": "True when demand is at least value (censored)."},
+            "saturated": {"type": "boolean", "description": "True when the ready replicas ran at capacity."},
+            "missing_pods": _integer("Ready pods whose scrape was missing from the sums."),
+        }
+    ),
+    "Demand": _object(
+        {
+            "unit": _string("Unit of offered demand (that of capacityPerReplica).", enum=["requests/s", "replicas"]),
+            "derivation": _nullable(_ref("DemandDerivation")),
+            "signals": _array(_ref("SignalSeries"), "The raw signals demand is derived from, in kind order."),
+        },
+        "Offered demand (the history) beside the raw signals it is derived from.",
+    ),
+    "ReplicaHistory": _object(
+        {
+            "returned_points": _integer("Points in this response (the newest ones)."),
+            "timestamps": _nullable_numbers("Unix time of each point."),
+            "ready": _nullable_numbers("Ready replicas observed; null where none was read."),
+            "desired": _nullable_numbers("Desired replicas observed; null where none was read."),
+        }
+    ),
+    "Replicas": _object(
+        {
+            "source": _string("Where the observed replicas are read.", enum=REPLICA_SOURCES),
+            "ready": _integer("Ready replicas last observed.", nullable=True),
+            "desired": _integer("Desired replicas last observed.", nullable=True),
+            "planned": _integer("Replicas the decision asks for.", nullable=True),
+            "reactive": _integer("Replicas current demand alone needs.", nullable=True),
+            "history": _nullable(_ref("ReplicaHistory")),
+        },
+        "The scale target's replicas as observed, beside the planned ones.",
     ),
     "Quantile": _object(
         {
@@ -233,6 +292,8 @@ SCHEMAS: dict[str, Schema] = {
             "spec": _ref("Spec"),
             "freshness": _ref("Freshness"),
             "history": _ref("History"),
+            "demand": _ref("Demand"),
+            "replicas": _ref("Replicas"),
             "forecast": _nullable(_ref("Forecast")),
             "model_selection": _ref("ModelSelection"),
             "coverage": _ref("Coverage"),
@@ -292,6 +353,27 @@ _POINTS = {
 }
 
 
+# A body over one chunk is streamed within a cap on concurrent such bodies.
+_RETRY = _json_response(
+    "Too many large responses are being sent, or the Kubernetes API could not review the token; retry.", "Error"
+)
+# With authentication on, every path but these needs a Kubernetes bearer token
+# (docs/inspection.md#authentication). The kubelet probes these without credentials.
+UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz"})
+_AUTHENTICATION_ERRORS = {
+    "401": _json_response("No bearer token, or one the Kubernetes API does not accept.", "Error"),
+    "403": _json_response("RBAC does not let the token's user get this path.", "Error"),
+    "503": _RETRY,
+}
+_SECURITY_SCHEMES = {
+    "kubernetesToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token the Kubernetes API accepts (TokenReview); RBAC decides the paths it may get.",
+    }
+}
+
+
 def _get(summary: str, responses: dict[str, Schema], parameters: list[Schema] | None = None) -> Schema:
     operation: Schema = {"summary": summary, "responses": responses}
     if parameters:
@@ -302,20 +384,21 @@ def _get(summary: str, responses: dict[str, Schema], parameters: list[Schema] | 
 PATHS: dict[str, Schema] = {
     "/api/v1/targets": _get(
         "All targets with their current plan.",
-        {"200": _json_response("Every registered target.", "TargetList")},
+        {"200": _json_response("Every registered target.", "TargetList"), "503": _RETRY},
     ),
     "/api/v1/targets/{namespace}/{name}": _get(
         "Every trigger of one ScaledObject.",
-        {"200": _json_response("The ScaledObject's targets.", "ScaledObjectTargets"), "404": _ERROR_404},
+        {"200": _json_response("The ScaledObject's targets.", "ScaledObjectTargets"), "404": _ERROR_404, "503": _RETRY},
         [_NAMESPACE, _NAME],
     ),
     "/api/v1/targets/{namespace}/{name}/{digest}": _get(
-        "History, forecast band, model selection, coverage and decision of one target.",
+        "Demand beside raw signals, forecast band, model selection, coverage, decision and observed replicas.",
         {
             "200": _json_response("The target.", "TargetDetail"),
             "400": _ERROR_400,
             "404": _ERROR_404,
             "409": _json_response("The digest prefix matches more than one trigger.", "Error"),
+            "503": _RETRY,
         },
         [_NAMESPACE, _NAME, _DIGEST, _POINTS],
     ),
@@ -329,7 +412,13 @@ PATHS: dict[str, Schema] = {
     ),
     "/metrics": _get(
         "Prometheus metrics (documented in docs/metrics.md).",
-        {"200": {"description": "Text exposition format.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        {
+            "200": {
+                "description": "Text exposition format.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            "503": _RETRY,
+        },
     ),
     "/openapi.json": _get(
         "This document.",
@@ -338,15 +427,35 @@ PATHS: dict[str, Schema] = {
 }
 
 
-def openapi_document() -> Schema:
+def _authenticated_paths() -> dict[str, Schema]:
+    paths: dict[str, Schema] = {}
+    for path, item in PATHS.items():
+        operation = dict(item["get"])
+        if path in UNAUTHENTICATED_PATHS:
+            operation["security"] = []
+        else:
+            operation["responses"] = {**_AUTHENTICATION_ERRORS, **operation["responses"]}
+        paths[path] = {"get": operation}
+    return paths
+
+
+def openapi_document(*, authenticated: bool = False) -> Schema:
+    """The API as this daemon serves it: `authenticated` when requests need a bearer token."""
+    if authenticated:
+        document = openapi_document()
+        document["paths"] = _authenticated_paths()
+        document["security"] = [{"kubernetesToken": []}]
+        document["components"] = {**document["components"], "securitySchemes": _SECURITY_SCHEMES}
+        return document
     return {
         "openapi": "3.0.3",
         "info": {
             "title": "Predictive autoscaler inspection API",
             "version": "1.0.0",
             "description": (
-                "Read-only views of the engine's latest snapshot: per target, the history, the forecast "
-                "band, the model selection, coverage and the decision with its reason."
+                "Read-only views of the engine's latest snapshot: per target, the history of offered demand "
+                "beside the raw signals it is derived from, the forecast band, the model selection, coverage, "
+                "and the decision with its reason beside the replicas observed on the scale target."
             ),
         },
         "paths": PATHS,

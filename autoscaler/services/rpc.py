@@ -1,12 +1,12 @@
-"""What a gRPC method is, independent of the server that carries it.
+"""What a gRPC method of ours is, apart from the server that carries it.
 
-The external scaler, health checking and reflection describe their methods here once;
-both servers (the lean HTTP/2 one and grpc.aio) route calls to the same handlers.
+The external scaler describes its methods here, as plain callables that tests can call
+directly; `grpcio_server` turns them into grpc.aio handlers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +20,6 @@ UnaryHandler = Callable[[Any], "Message | Awaitable[Message]"]
 """Answers at once when it can: only a call that must wait returns an awaitable."""
 
 StreamHandler = Callable[[Any, Writer], Awaitable[None]]
-PerMessageHandler = Callable[[Any], Iterable[Message]]
-"""A bidirectional stream that answers each request message on its own (reflection)."""
-
 RequestObserver = Callable[[str, grpc.StatusCode, float], None]
 """Called once per finished RPC with (method, status code, seconds); for telemetry.
 For a stream the seconds are the stream's lifetime."""
@@ -39,17 +36,30 @@ class RpcError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RpcMethod:
-    """One method; exactly one of the handlers is set."""
+    """One method; exactly one of `unary` and `server_stream` is set."""
 
     service: str
     name: str
     request_type: type[Message]
     unary: UnaryHandler | None = None
     server_stream: StreamHandler | None = None
-    per_message: PerMessageHandler | None = None
     observed: bool = False
     """Report each call to the server's RequestObserver (the scaler's methods are)."""
 
     @property
     def path(self) -> str:
         return f"/{self.service}/{self.name}"
+
+
+def truncated(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, saying how long it was: errors may quote what callers sent."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def shown(text: str, limit: int = 128) -> str:
+    """`text` quoted for an error message, cut to `limit` characters."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"

@@ -207,14 +207,14 @@ TARGET_FAMILIES: tuple[TargetFamily, ...] = (
     TargetFamily(
         f"{PREFIX}_coverage_target_ratio",
         "gauge",
-        "Share of steps the plan must cover.",
+        "Share the plan must cover: of steps or of demand, per the target's coverageBasis.",
         (),
         _one(lambda t: t.target_coverage),
     ),
     TargetFamily(
         f"{PREFIX}_coverage_achieved_ratio",
         "gauge",
-        "Share of recent steps on which the planned capacity covered demand.",
+        "Share of recent steps (or of recent demand, per coverageBasis) the planned capacity covered.",
         (),
         _one(lambda t: t.achieved_coverage),
     ),
@@ -281,16 +281,30 @@ class TargetExposition:
     def __init__(self, engine: EngineView | None = None) -> None:
         self._engine = engine
         self._rendered: dict[TargetKey, _RenderedTarget] = {}
+        self._encoded: tuple[EngineSnapshot, bytes] | None = None
 
     def watch(self, engine: EngineView | None) -> None:
         self._engine = engine
         self._rendered = {}
+        self._encoded = None
+
+    def encoded(self) -> bytes:
+        """`render()` as UTF-8, encoded once per snapshot: every scrape of one snapshot
+        shares the same bytes instead of holding a copy each.
+        """
+        engine = self._engine
+        if engine is None:
+            return b""
+        snapshot = engine.snapshot()
+        if self._encoded is None or self._encoded[0] is not snapshot:
+            self._encoded = (snapshot, self._render(snapshot).encode())
+        return self._encoded[1]
 
     def render(self) -> str:
         engine = self._engine
-        if engine is None:
-            return ""
-        snapshot = engine.snapshot()
+        return "" if engine is None else self._render(engine.snapshot())
+
+    def _render(self, snapshot: EngineSnapshot) -> str:
         previous, current = self._rendered, {}
         for key, target in snapshot.targets.items():
             cached = previous.get(key)
@@ -392,6 +406,12 @@ class Telemetry:
     def render(self) -> str:
         """The whole /metrics body (content type `CONTENT_TYPE`)."""
         return generate_latest(self.registry).decode() + self.targets.render()
+
+    def exposition(self) -> tuple[bytes, bytes]:
+        """The /metrics body in two parts: the event metrics, rendered now (small), and the
+        per-target metrics, rendered once per snapshot and shared by every response.
+        """
+        return generate_latest(self.registry), self.targets.encoded()
 
     def observe_grpc(self, method: str, code: str | enum.Enum, seconds: float) -> None:
         """`code` is a name such as OK, or a status enum (grpc.StatusCode), exported by name."""

@@ -1,4 +1,4 @@
-"""Server-side TLS and mTLS for either gRPC server, reloaded when the files change.
+"""Server-side TLS and mTLS for the gRPC server, reloaded when the files change.
 
 KEDA's trigger options map onto these files: its `caCert` must trust `cert_file`, and
 when `client_ca_file` is set every client must present a certificate it signed, which
@@ -129,34 +129,3 @@ def server_credentials(settings: TlsSettings) -> grpc.ServerCredentials:
     return grpc.dynamic_ssl_server_credentials(
         certificates.current, fetch, require_client_authentication=settings.mutual
     )
-
-
-def ssl_contexts(settings: TlsSettings) -> Callable[[], ssl.SSLContext]:
-    """The SSL context for each new connection of the HTTP/2 server, rebuilt when files change.
-
-    TLS 1.2 or later, ALPN `h2` (gRPC clients require it), and with a client CA every
-    client must present a certificate it signed. Raises TlsConfigError naming a bad file.
-    """
-
-    def context(files: _PemFiles) -> ssl.SSLContext:
-        built = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        built.minimum_version = ssl.TLSVersion.TLSv1_2
-        built.set_alpn_protocols(["h2"])
-        try:  # from the paths: load_cert_chain takes no bytes; `files` has checked them
-            built.load_cert_chain(settings.cert_file, settings.key_file)
-        except ssl.SSLError as error:
-            raise TlsConfigError(
-                f"TLS certificate {settings.cert_file} and key {settings.key_file} do not load: {error}"
-            ) from error
-        if files.client_ca is not None:
-            built.verify_mode = ssl.CERT_REQUIRED
-            built.load_verify_locations(cadata=files.client_ca.decode("ascii", "replace"))
-        return built
-
-    contexts = _Reloading(settings, context)
-
-    def current() -> ssl.SSLContext:
-        contexts.reload()
-        return contexts.current
-
-    return current

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from autoscaler.domain.spec import ScalerSpec, parse_spec
+from autoscaler.domain.spec import DEFAULT_COVERAGE_BASIS, ScalerSpec, parse_spec
 from autoscaler.planner.pipeline import TargetPipeline
 from autoscaler.sim.cluster import Cluster, ClusterConfig, ClusterTotals
 from autoscaler.sim.policies import (
@@ -26,6 +26,7 @@ from autoscaler.sim.trace import Trace
 POLICY_NAMES = ("ours", "reactive", "holt-winters", "oracle")
 HISTORY_WINDOW = "7d"
 MAX_REPLICAS = 10_000
+NEAR_ZERO_UNSERVED_SHARE = 1e-3
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -40,23 +41,27 @@ class BacktestConfig:
     pods_per_node: int
     target_coverage: float = 0.95
     model: str = "auto"
+    coverage_basis: str = DEFAULT_COVERAGE_BASIS
 
     def spec(self) -> ScalerSpec:
         """The ScalerSpec the daemon would build from equivalent scalerMetadata (validated)."""
-        return parse_spec(
-            {
-                "query": "trace",
-                "capacityPerReplica": repr(self.capacity_per_replica),
-                "targetCoverage": repr(self.target_coverage),
-                "leadTime": f"{self.pod_startup_seconds!r}s",
-                "nodeLeadTime": f"{self.node_startup_seconds!r}s",
-                "podsPerNode": str(self.pods_per_node),
-                "step": f"{self.step_seconds!r}s",
-                "historyWindow": HISTORY_WINDOW,
-                "model": self.model,
-                "maxReplicas": str(MAX_REPLICAS),
-            }
-        )
+        return parse_spec(self.metadata())
+
+    def metadata(self) -> dict[str, str]:
+        """The scalerMetadata equivalent to these flags, for a target whose query is the trace."""
+        return {
+            "query": "trace",
+            "capacityPerReplica": repr(self.capacity_per_replica),
+            "targetCoverage": repr(self.target_coverage),
+            "coverageBasis": self.coverage_basis,
+            "leadTime": f"{self.pod_startup_seconds!r}s",
+            "nodeLeadTime": f"{self.node_startup_seconds!r}s",
+            "podsPerNode": str(self.pods_per_node),
+            "step": f"{self.step_seconds!r}s",
+            "historyWindow": HISTORY_WINDOW,
+            "model": self.model,
+            "maxReplicas": str(MAX_REPLICAS),
+        }
 
     def cluster(self) -> ClusterConfig:
         return ClusterConfig(
@@ -145,30 +150,66 @@ def run_policy(
         if on_progress is not None and (row + 1) % progress_every == 0:
             on_progress(row + 1, end)
     coverage = (
-        planned_coverage(records, config.spec().lead_steps, config.capacity_per_replica)
+        planned_coverage(
+            records,
+            lead_steps=config.spec().lead_steps,
+            capacity_per_replica=config.capacity_per_replica,
+            basis=config.coverage_basis,
+        )
         if isinstance(policy, OursPolicy)
         else None
     )
     return PolicyRun(name=policy.name, totals=cluster.totals, records=tuple(records), achieved_coverage=coverage)
 
 
-def planned_coverage(records: list[StepRecord], lead_steps: int, capacity_per_replica: float) -> float | None:
-    """Share of predictive plans made at row t whose replicas covered the demand at row t + lead.
+def planned_coverage(
+    records: list[StepRecord], *, lead_steps: int, capacity_per_replica: float, basis: str
+) -> float | None:
+    """How much of the demand at row t + lead the predictive plans made at row t covered.
 
-    The calibrator's own check, over the whole run instead of its rolling window.
+    The calibrator's own check, over the whole run instead of its rolling window: the
+    share of those plans that covered their step (`steps`), or the share of those steps'
+    demand within the plans' capacity (`demand`).
     """
-    covered = scored = 0
+    covered = scored = 0.0
     for made, arrived in zip(records, records[lead_steps:], strict=False):
-        if math.isfinite(made.forecast):
+        if not math.isfinite(made.forecast):
+            continue
+        cover = made.desired_replicas * capacity_per_replica
+        if basis == "steps":
             scored += 1
-            cover = made.desired_replicas * capacity_per_replica
             covered += arrived.demand <= cover + 1e-9 * max(1.0, arrived.demand)
+        else:
+            scored += arrived.demand
+            covered += min(arrived.demand, cover)
     return covered / scored if scored else None
 
 
 def run_named(name: str, trace: Trace, config: BacktestConfig) -> PolicyRun:
     """One policy by name; a module-level function so a process pool can run it."""
     return run_policy(make_policy(name, config, trace), trace, config)
+
+
+def comparison(ours: PolicyRun, baseline: PolicyRun) -> str:
+    """One line comparing ours with a baseline: ratios, or both figures where a ratio misleads.
+
+    A baseline that leaves almost nothing unserved (the oracle) would turn a small
+    difference into a ratio in the thousands, so below `NEAR_ZERO_UNSERVED_SHARE` of its
+    demand the line shows both shares instead.
+    """
+    ours_totals, base_totals = ours.totals, baseline.totals
+    if base_totals.unserved_share >= NEAR_ZERO_UNSERVED_SHARE:
+        unserved = f"{ours_totals.unserved / base_totals.unserved:.2f}x"
+    else:
+        unserved = (
+            f"{100 * ours_totals.unserved_share:.3f}% vs {100 * base_totals.unserved_share:.3f}% "
+            f"of demand (no ratio: {baseline.name} leaves under {100 * NEAR_ZERO_UNSERVED_SHARE:g}%)"
+        )
+    if base_totals.node_steps > 0:
+        nodes = f"{ours_totals.node_steps / base_totals.node_steps:.2f}x"
+    else:
+        nodes = f"{ours_totals.node_steps} vs 0"
+    return f"ours vs {baseline.name}: unserved {unserved}, node-steps {nodes}"
 
 
 def summary_table(runs: list[PolicyRun]) -> str:

@@ -141,9 +141,7 @@ class _AdditiveHoltWinters:
     seasonals: deque[float]  # seasonals[0] applies to the next step
 
     @classmethod
-    def fit(
-        cls, values: FloatArray, season: int, previous: _AdditiveHoltWinters | None = None
-    ) -> _AdditiveHoltWinters:
+    def fit(cls, values: FloatArray, season: int, previous: _AdditiveHoltWinters | None = None) -> _AdditiveHoltWinters:
         """statsmodels' fit; a refit starts its optimiser from the previous parameters.
 
         Without them statsmodels first grid-searches the smoothing parameters, over 80%

@@ -1,6 +1,6 @@
 """Forecaster cost benchmark (not a pytest test).
 
-    python -m tests.bench.bench_forecast [--series 3] [--refit-hours 6] [--fleet 1000]
+    python -m tests.bench.bench_forecast [--series 3] [--refit-hours 6] [--fleet 1000] [--traces DIR]
 
 Series are 7-day slices of the NASA July 1995 trace at its 1-minute step, taken at
 different offsets and scaled differently, so every model sees realistic data. Times
@@ -34,14 +34,15 @@ import numpy as np
 from autoscaler.domain.types import FloatArray
 from autoscaler.forecast.base import Forecaster
 from autoscaler.forecast.selector import make_forecaster
+from tests.traces import add_traces_option, trace_in
 
-TRACE = Path("/work/shared/traces/nasa_http_jul95.csv")
+TRACE = "nasa_http_jul95.csv"
 STEP_SECONDS = 60.0
 WEEK = 7 * 1440
 FIT_POINTS = 10_000
 LEAD_STEPS = 3  # a 180 s pod lead time at a 60 s step
 HORIZON = 8  # pod lead plus a 300 s node lead
-MODELS = ("naive", "seasonal_naive", "ets", "gbm", "auto")
+MODELS = ("naive", "seasonal_naive", "ets", "mstl", "gbm", "auto")
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,8 @@ class Figures:
         return fleet * per_step / STEP_SECONDS
 
 
-def fleet_series(count: int) -> list[FloatArray]:
-    values = np.loadtxt(TRACE, delimiter=",", skiprows=1, dtype=np.float64)[:, 1]
+def fleet_series(count: int, *, traces: Path) -> list[FloatArray]:
+    values = np.loadtxt(trace_in(traces, TRACE), delimiter=",", skiprows=1, dtype=np.float64)[:, 1]
     offsets = np.linspace(0, values.size - WEEK - 2000, count).astype(int)
     scales = (1.0, 0.01, 1000.0, 3.0)
     return [values[offset : offset + WEEK + 2000] * scales[index % len(scales)] for index, offset in enumerate(offsets)]
@@ -123,8 +124,8 @@ def measure(name: str, series: list[FloatArray], *, predicts: int = 500) -> Figu
     )
 
 
-def replay_nasa(*, refit_every: int = 1440, first_fit: int = 120) -> None:
-    values = np.loadtxt(TRACE, delimiter=",", skiprows=1, dtype=np.float64)[:, 1]
+def replay_nasa(*, traces: Path, refit_every: int = 1440, first_fit: int = 120) -> None:
+    values = np.loadtxt(trace_in(traces, TRACE), delimiter=",", skiprows=1, dtype=np.float64)[:, 1]
     forecasts = np.full(values.size, np.nan)
     chosen: list[str] = []
     start = time.process_time()
@@ -163,8 +164,9 @@ def main() -> None:
     parser.add_argument("--fleet", type=int, default=1000, help="series kept fresh")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--backtest", action="store_true", help="also replay the NASA trace through auto")
+    add_traces_option(parser)
     args = parser.parse_args()
-    series = fleet_series(args.series)
+    series = fleet_series(args.series, traces=args.traces)
     print(
         f"{args.series} series of {FIT_POINTS} points (1-min NASA slices), update over {WEEK + 2000 - FIT_POINTS} "
         f"points, predict horizon {HORIZON}, lead {LEAD_STEPS}; load average {os.getloadavg()[0]:.1f} "
@@ -188,7 +190,7 @@ def main() -> None:
         f"one refit per series every {args.refit_hours:g} h"
     )
     if args.backtest:
-        replay_nasa()
+        replay_nasa(traces=args.traces)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,19 @@
 """GetMetrics under load: p50/p99 latency, calls/s and server CPU per call.
 
-    .venv/bin/python -m tests.bench.bench_grpc_load [--servers builtin grpcio] [--client loadgen|ghz]
-        [--targets 1000] [--callers 64] [--rates 1000 2000 3000] [--seconds 15]
+    .venv/bin/python -m tests.bench.bench_grpc_load [--servers grpcio grpcio-sync reference] [--client loadgen|ghz]
+        [--engine fake|real] [--targets 1000] [--callers 64] [--rates 1000 2000 3000] [--seconds 15]
+        [--speed 1] [--step 60s] [--history 6h] [--model auto] [--settle-seconds 600] [--traces DIR]
 
-The server is the real GrpcServer (the lean HTTP/2 one, "builtin", and/or grpc.aio,
-"grpcio") over a fake engine holding READY snapshots for every target. The client sends
-GetMetrics round-robin over every target's request, at a fixed rate, from 64 concurrent
-callers on one HTTP/2 connection, as KEDA's operator does:
+The server is the real GrpcServer (grpc.aio, "grpcio") with its default settings. Behind
+it, `--engine fake` (the default) holds READY snapshots for every target and does no
+other work; `--engine real` is the real `Engine` keeping every target fresh: each
+replays one of the traces in `--traces DIR` through `ReplaySource` on a clock running
+`--speed` times faster than the wall (as tests/bench/soak.py does), collecting,
+refitting in a fit worker process (`--model`) and planning while the calls arrive. The
+run starts once every target has its first plan and, waiting at most `--settle-seconds`,
+a fitted model. The client sends GetMetrics round-robin over every target's request, at
+a fixed rate, from 64 concurrent callers on one HTTP/2 connection, as KEDA's operator
+does:
 
 - `loadgen` (default): our Go client, tests/bench/go/loadgen, built by
   tests/bench/build_loadgen.sh and cached beside the harness binaries. Requests are
@@ -19,6 +26,10 @@ callers on one HTTP/2 connection, as KEDA's operator does:
 The client runs with GOMAXPROCS=1 (`--client-cores`): on this 2-core machine it may use
 one core at a time and leaves the other to the server; with both, Go's runtime competes
 with the server for the cores and the latency tail measures that contention.
+
+`--servers grpcio-sync` runs the same service on grpcio's synchronous server instead, with
+a pool of `--sync-workers` threads: what choosing the sync server would give (bench only,
+and only over the fake engine, whose READY targets never make a call wait).
 
 `--servers reference` runs grpc-go (the load generator's `-serve` mode) answering a fixed
 GetMetricsResponse: what a compiled, multi-threaded gRPC server reaches on the same
@@ -33,8 +44,10 @@ to separate the two.
 
 Latencies are measured at the client. "due p99" (loadgen only) counts from when a call
 was due, so time spent waiting for a free caller counts too. CPU per call is this
-process's CPU time (the server) divided by the calls answered. Memory per target is
-`bench_grpc`'s tracemalloc measure.
+process's CPU time (the server) divided by the calls answered; with the real engine, the
+CPU the engine spent in an equally long window without calls just before is subtracted
+first, so the figure is what the calls cost. Memory per target is `bench_grpc`'s
+tracemalloc measure.
 """
 
 from __future__ import annotations
@@ -51,19 +64,31 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoscaler.domain.spec import metric_name_for, parse_spec, target_key
-from autoscaler.services.grpc_scaler import ScalerServiceSettings, pb2
-from autoscaler.services.grpc_server import IMPLEMENTATIONS, GrpcServer, GrpcServerSettings
+import grpc
+
+from autoscaler.adapters.clock import ScaledClock
+from autoscaler.domain.snapshot import TargetStatus
+from autoscaler.domain.spec import metric_name_for, parse_duration, parse_spec, target_key
+from autoscaler.engine.engine import Engine, EngineSettings
+from autoscaler.engine.fit_pool import FitPool
+from autoscaler.services.grpc_scaler import SERVICE_NAME, ExternalScalerService, ScalerServiceSettings, pb2
+from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings, channel_options
 from tests.bench.bench_grpc import memory_per_target
+from tests.traces import add_traces_option
 from tests.unit.services.fake_engine import FakeEngine, ready_targets
 
 REPO = Path(__file__).parents[2]
 GHZ_VERSION = "v0.120.0"
 NAMESPACE = "bench"
+NAMESPACE_SOAK = "soak"
+"""The namespace tests/bench/soak.py's targets are built in."""
 METHOD = "externalscaler.ExternalScaler.GetMetrics"
+SERVER = "grpcio"
+SYNC_SERVER = "grpcio-sync"
 REFERENCE = "reference"
 MEMORY_TARGETS = 200
 HISTORY_POINTS = 720
@@ -192,22 +217,29 @@ async def client_report(client: Client, process: asyncio.subprocess.Process) -> 
     return parse_report(client.kind, stdout)
 
 
-async def offer(client: Client, rate: int, seconds: float, cpu_seconds: Callable[[], float]) -> Run:
-    cpu_before = cpu_seconds()
+async def offer(
+    client: Client, rate: int, seconds: float, cpu_seconds: Callable[[], float], idle_cpu: float = 0.0
+) -> Run:
+    """`idle_cpu`: CPU seconds per wall second spent without calls, subtracted from the calls' CPU."""
+    cpu_before, wall_before = cpu_seconds(), time.monotonic()
     calls, run = await client_report(client, await start_client(client, rate, seconds))
-    cpu = cpu_seconds() - cpu_before
+    cpu = cpu_seconds() - cpu_before - idle_cpu * (time.monotonic() - wall_before)
     return Run(**{**run.__dict__, "cpu_per_call_us": cpu / max(1, calls) * 1e6})
 
 
-async def bench_server(implementation: str, args: argparse.Namespace, binary: str) -> list[tuple[int, Run]]:
+async def bench_server(server_kind: str, args: argparse.Namespace, binary: str) -> list[tuple[int, Run]]:
+    if args.engine == "real" and server_kind == SERVER:
+        return await bench_real_engine(args, binary)
     engine = FakeEngine()
     refs = ready_targets(engine, args.targets, namespace=NAMESPACE)
     requests = requests_for(refs)
-    if implementation == REFERENCE:
+    if server_kind == REFERENCE:
         return await bench_reference(requests, args, binary)
+    if server_kind == SYNC_SERVER:
+        return await bench_sync_server(engine, requests, args, binary)
     server = GrpcServer(
         engine,
-        GrpcServerSettings(host="127.0.0.1", port=0, implementation=implementation),  # type: ignore[arg-type]
+        GrpcServerSettings(host="127.0.0.1", port=0),
         service_settings=ScalerServiceSettings(spec_cache_size=max(4096, 2 * args.targets)),
     )
     port = await server.start()
@@ -215,6 +247,102 @@ async def bench_server(implementation: str, args: argparse.Namespace, binary: st
         return await offer_each_rate(requests, port, args, binary, cpu_seconds=time.process_time)
     finally:
         await server.stop(None)
+
+
+async def bench_sync_server(
+    engine: FakeEngine, requests: Sequence[pb2.GetMetricsRequest], args: argparse.Namespace, binary: str
+) -> list[tuple[int, Run]]:
+    """The service's GetMetrics on grpcio's thread-pool server: the alternative to grpc.aio."""
+    service = ExternalScalerService(engine, settings=ScalerServiceSettings(spec_cache_size=max(4096, 2 * args.targets)))
+
+    def get_metrics(request: pb2.GetMetricsRequest, _context: grpc.ServicerContext) -> pb2.GetMetricsResponse:
+        answer = service.get_metrics(request)
+        if not isinstance(answer, pb2.GetMetricsResponse):  # only a warming target waits; none is here
+            raise RuntimeError("a benchmark target is not READY")
+        return answer
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        get_metrics,
+        request_deserializer=pb2.GetMetricsRequest.FromString,
+        response_serializer=pb2.GetMetricsResponse.SerializeToString,
+    )
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=args.sync_workers),
+        handlers=[grpc.method_handlers_generic_handler(SERVICE_NAME, {"GetMetrics": handler})],
+        options=channel_options(GrpcServerSettings()),
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        return await offer_each_rate(requests, port, args, binary, cpu_seconds=time.process_time)
+    finally:
+        server.stop(None)
+
+
+async def bench_real_engine(args: argparse.Namespace, binary: str) -> list[tuple[int, Run]]:
+    """The real engine keeping `args.targets` replayed targets fresh behind the server."""
+    # soak imports this module's client helpers, so its target builder is imported here.
+    from tests.bench.soak import build_targets, metrics_requests  # noqa: PLC0415
+
+    step, history = parse_duration(args.step), parse_duration(args.history)
+    start = float(int(time.time() / step) * step)
+    targets, source = build_targets(args.targets, step, history, args.model, start, traces=args.traces)
+    clock = ScaledClock(start=start, speed=args.speed)
+    executor = FitPool(max_workers=1)
+    engine = Engine(
+        sources={"default": source},
+        clock=clock,
+        fit_executor=executor,
+        settings=EngineSettings(max_targets=args.targets + 1, idle_target_ttl_seconds=10 * 86400.0),
+    )
+    for target in targets:
+        engine.ensure_target(target_key(NAMESPACE_SOAK, target.name, target.metadata), parse_spec(target.metadata))
+    await engine.start()
+    server = GrpcServer(engine, GrpcServerSettings(host="127.0.0.1", port=0), clock=clock.now)
+    port = await server.start()
+    try:
+        warmed = time.monotonic()
+        while sum(t.decision is not None for t in engine.snapshot().targets.values()) < args.targets:
+            await asyncio.sleep(1.0)
+        print(f"all {args.targets} targets planned after {time.monotonic() - warmed:.0f} s", flush=True)
+        # The first fits of a whole fleet come due together after its warm start; a daemon
+        # spends most of its life after them, so the calls are offered once they are done.
+        settle_until = time.monotonic() + args.settle_seconds
+        while fitted_share(engine) < 1.0 and time.monotonic() < settle_until:
+            await asyncio.sleep(5.0)
+        print(f"{fitted_share(engine):.1%} of targets fitted after {time.monotonic() - warmed:.0f} s", flush=True)
+        engine_cpu = await engine_only_cpu(args.seconds)
+        return await offer_each_rate(
+            metrics_requests(targets), port, args, binary, cpu_seconds=time.process_time, idle_cpu=engine_cpu,
+            freshness=lambda: fresh_share(engine, clock.now(), step),
+        )  # fmt: skip
+    finally:
+        await server.stop(1)
+        await engine.stop()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def engine_only_cpu(seconds: float) -> float:
+    """CPU seconds per wall second this process spends with no calls arriving: the engine's."""
+    before_cpu, before_wall = time.process_time(), time.monotonic()
+    await asyncio.sleep(seconds)
+    return (time.process_time() - before_cpu) / (time.monotonic() - before_wall)
+
+
+def fitted_share(engine: Engine) -> float:
+    """The share of targets with a fitted model (not just the cold-start plan)."""
+    targets = list(engine.snapshot().targets.values())
+    return sum(t.chosen_model is not None for t in targets) / max(1, len(targets))
+
+
+def fresh_share(engine: Engine, now: float, step: float) -> float:
+    """The share of targets READY with a sample younger than two steps: what KEDA gets answered from."""
+    targets = list(engine.snapshot().targets.values())
+    fresh = sum(
+        t.status is TargetStatus.READY and t.last_sample_at is not None and now - t.last_sample_at <= 2 * step
+        for t in targets
+    )
+    return fresh / max(1, len(targets))
 
 
 async def bench_reference(
@@ -250,15 +378,20 @@ async def offer_each_rate(
     port: int,
     args: argparse.Namespace,
     binary: str,
+    *,
     cpu_seconds: Callable[[], float],
+    idle_cpu: float = 0.0,
+    freshness: Callable[[], float] | None = None,
 ) -> list[tuple[int, Run]]:
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         data = write_requests(requests, Path(directory), args.client)
         client = Client(args.client, binary, port, data, args.callers, args.client_cores)
-        await offer(client, 500, 3, cpu_seconds)  # warm-up: caches and connection
+        await offer(client, 500, 3, cpu_seconds, idle_cpu)  # warm-up: caches and connection
         for rate in args.rates:
-            rows.append((rate, await offer(client, rate, args.seconds, cpu_seconds)))
+            rows.append((rate, await offer(client, rate, args.seconds, cpu_seconds, idle_cpu)))
+            if freshness is not None:
+                print(f"after {rate} calls/s: {freshness():.1%} of targets fresh", flush=True)
     return rows
 
 
@@ -281,26 +414,39 @@ def cpus_kept_awake(enabled: bool) -> Iterator[None]:
 
 
 def print_table(args: argparse.Namespace, results: dict[str, list[tuple[int, Run]]]) -> None:
+    engine = (
+        f"real engine ({args.model}, step {args.step}, {args.speed:g}x)" if args.engine == "real" else "fake engine"
+    )
     print(
-        f"GetMetrics, {args.targets} targets, {args.callers} callers on one connection, "
+        f"GetMetrics, {args.targets} targets, {engine}, {args.callers} callers on one connection, "
         f"client {args.client} on {args.client_cores} of {os.cpu_count()} cores"
         + (", CPUs kept awake" if args.keep_cpus_awake else "")
     )
     header = ("server", "offered/s", "achieved/s", "p50 ms", "p99 ms", "p99.9 ms", "due p99", "CPU us/call", "errors")
-    print(f"{header[0]:<8} " + " ".join(f"{column:>11}" for column in header[1:]))
-    for implementation, rows in results.items():
+    print(f"{header[0]:<9} " + " ".join(f"{column:>11}" for column in header[1:]))
+    for server_kind, rows in results.items():
         for rate, run in rows:
             errors = ",".join(f"{code}:{count}" for code, count in sorted(run.errors.items())) or "0"
             optional = [f"{value:>11.2f}" if value is not None else f"{'-':>11}" for value in (run.p999, run.due_p99)]
             print(
-                f"{implementation:<8} {rate:>11} {run.achieved:>11.0f} {run.p50:>11.2f} {run.p99:>11.2f} "
+                f"{server_kind:<9} {rate:>11} {run.achieved:>11.0f} {run.p50:>11.2f} {run.p99:>11.2f} "
                 f"{' '.join(optional)} {run.cpu_per_call_us:>11.0f} {errors:>11}"
             )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--servers", nargs="+", choices=(*IMPLEMENTATIONS, REFERENCE), default=list(IMPLEMENTATIONS))
+    parser.add_argument("--servers", nargs="+", choices=(SERVER, SYNC_SERVER, REFERENCE), default=[SERVER])
+    parser.add_argument("--sync-workers", type=int, default=8, help="grpcio-sync: the handler pool's threads")
+    parser.add_argument("--engine", choices=("fake", "real"), default="fake")
+    parser.add_argument("--speed", type=float, default=1.0, help="real engine: virtual seconds per wall second")
+    parser.add_argument("--step", default="60s", help="real engine: each target's step")
+    parser.add_argument("--history", default="6h", help="real engine: each target's history window")
+    parser.add_argument("--model", default="auto", help="real engine: each target's model")
+    parser.add_argument(
+        "--settle-seconds", type=float, default=600.0, help="real engine: longest wait for the first fits before calls"
+    )
+    add_traces_option(parser)
     parser.add_argument("--client", choices=("loadgen", "ghz"), default="loadgen")
     parser.add_argument("--targets", type=int, default=1000)
     parser.add_argument("--callers", type=int, default=64)
@@ -314,7 +460,7 @@ def main() -> None:
     binary = loadgen_binary() if args.client == "loadgen" else ghz_binary()
 
     async def run_all() -> dict[str, list[tuple[int, Run]]]:
-        return {implementation: await bench_server(implementation, args, binary) for implementation in args.servers}
+        return {server_kind: await bench_server(server_kind, args, binary) for server_kind in args.servers}
 
     with cpus_kept_awake(args.keep_cpus_awake):
         results = asyncio.run(run_all())

@@ -1,10 +1,10 @@
 """Where a target's memory grows: its pipeline alone, traced with tracemalloc.
 
     .venv/bin/python -m tests.bench.pipeline_memory [--targets 100] [--virtual-hours 24]
-        [--model auto] [--step 60s] [--history 6h] [--top 5]
+        [--model auto] [--step 60s] [--history 6h] [--top 5] [--traces DIR]
 
 The soak measures RSS, which cannot say what grows. This runs the soak's targets
-(`tests.bench.soak.build_targets`: the shared real traces, each from its own offset)
+(`tests.bench.soak.build_targets`: the real traces in `--traces DIR`, each from its own offset)
 through the code the engine runs each step, in one process and with no event loop:
 `TargetRuntime.observe`, a refit when due (in-process), `TargetPipeline.decide` and the
 published view (`build_target_snapshot`). The history window is filled and the first
@@ -28,10 +28,12 @@ from collections.abc import Sequence
 
 from autoscaler.adapters.replay import ReplaySource
 from autoscaler.domain.spec import parse_duration, parse_spec, target_key
+from autoscaler.engine.collection import read_range, read_step
 from autoscaler.engine.engine import EngineSettings
 from autoscaler.engine.runtime import TargetRuntime, build_target_snapshot
 from autoscaler.planner.pipeline import fit_for
 from tests.bench.soak import NAMESPACE, Target, build_targets
+from tests.traces import add_traces_option
 
 STACK_DEPTH = 8
 
@@ -46,10 +48,8 @@ async def warm_runtimes(
         spec = parse_spec(target.metadata)
         key = target_key(NAMESPACE, target.name, target.metadata)
         runtime = TargetRuntime.create(key=key, spec=spec, metric_name=target.metric_name)
-        for timestamp, value in await source.range(
-            spec.query, start=start - history + step, end=start, step_seconds=step
-        ):
-            runtime.observe(timestamp, value)
+        for signals in await read_range(source, spec, start=start - history + step, end=start):
+            runtime.observe(signals)
         runtime.pipeline.install(fit_for(runtime.pipeline.refit_inputs()))
         runtimes.append(runtime)
     return runtimes
@@ -57,14 +57,13 @@ async def warm_runtimes(
 
 async def run_step(runtime: TargetRuntime, source: ReplaySource, now: float) -> None:
     """What the engine does for one target at one step, refit included."""
-    sample = await source.instant(runtime.spec.query, at=now)
-    if sample is not None:
-        runtime.observe(sample.timestamp, sample.value)
+    reading = await read_step(source, runtime.spec, runtime.key, replicas=None, at=now)
+    if not reading.missing:
+        runtime.observe(reading.signals)
     pipeline = runtime.pipeline
     if pipeline.refit_due(now):
         pipeline.install(fit_for(pipeline.refit_inputs()))
-    current = runtime.decision.replicas if runtime.decision else runtime.spec.min_replicas
-    runtime.decision = pipeline.decide(now, current_replicas=current)
+    runtime.decision = pipeline.decide(now, observed_replicas=reading.signals.replicas)
     shown = EngineSettings().history_points_shown
     runtime.view = build_target_snapshot(runtime, now=now, reuse=None, shown=shown)
 
@@ -73,7 +72,7 @@ async def trace_memory(arguments: argparse.Namespace) -> None:
     step = parse_duration(arguments.step)
     history = parse_duration(arguments.history)
     start = float(int(time.time() / step) * step)
-    targets, source = build_targets(arguments.targets, step, history, arguments.model, start)
+    targets, source = build_targets(arguments.targets, step, history, arguments.model, start, traces=arguments.traces)
     runtimes = await warm_runtimes(targets, source, start=start, step=step, history=history)
     steps_an_hour = round(3600.0 / step)
     middle = max(1, arguments.virtual_hours // 2)
@@ -115,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--step", default="60s")
     parser.add_argument("--history", default="6h")
     parser.add_argument("--top", type=int, default=5, help="allocation sites to show")
+    add_traces_option(parser)
     asyncio.run(trace_memory(parser.parse_args(argv)))
 
 

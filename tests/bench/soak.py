@@ -2,10 +2,10 @@
 
     nice -n 10 .venv/bin/python -m tests.bench.soak [--targets 5000] [--virtual-hours 24]
         [--speed 120] [--step 60s] [--history 6h] [--model auto] [--fit-workers 1]
-        [--executor process|thread] [--full-collection-seconds 120]
+        [--executor process|thread] [--full-collection-seconds 120] [--traces DIR]
 
-Every target replays one of the shared real traces (`/work/shared/traces`, else the
-demo's bundled ones) from its own offset, through `ReplaySource` on a `ScaledClock`
+Every target replays one of the real traces in `--traces DIR` (default: the repository's
+copies in tests/data/traces) from its own offset, through `ReplaySource` on a `ScaledClock`
 running `--speed` times faster than the wall. The real `Engine` collects, refits (in a
 process pool by default) and plans; the real `GrpcServer` answers GetMetrics, which the
 benchmarks' load generator (tests/bench/go/loadgen, in its own process on one core) calls
@@ -65,8 +65,8 @@ from autoscaler.sim.trace import parse_trace
 from tests.bench.bench_grpc_load import Client, client_report, loadgen_binary, start_client, write_requests
 from tests.bench.stall_watch import StallReport, StallWatch
 from tests.bench.thread_cpu import ThreadCpu, ThreadCpuMeter
+from tests.traces import add_traces_option
 
-TRACE_DIRS = (Path("/work/shared/traces"), Path(__file__).resolve().parents[2] / "autoscaler" / "demo")
 NAMESPACE = "soak"
 P99_TARGET_MS = 5.0
 """The service's GetMetrics p99 target (docs/grpc.md), which must hold under the soak too."""
@@ -153,9 +153,8 @@ class CallStats:
     failures_by_code: dict[str, int] = field(default_factory=dict)
 
 
-def load_trace_values() -> list[np.ndarray]:
-    """Every shared trace with at least a day of rows, scaled to a common range."""
-    directory = next(path for path in TRACE_DIRS if path.is_dir() and any(path.glob("*.csv")))
+def load_trace_values(directory: Path) -> list[np.ndarray]:
+    """Every trace in `directory`, scaled to a common range."""
     values = []
     for path in sorted(directory.glob("*.csv")):
         with path.open() as handle:
@@ -167,10 +166,10 @@ def load_trace_values() -> list[np.ndarray]:
 
 
 def build_targets(
-    count: int, step_seconds: float, history_seconds: float, model: str, start: float
+    count: int, step_seconds: float, history_seconds: float, model: str, start: float, *, traces: Path
 ) -> tuple[list[Target], ReplaySource]:
     rng = random.Random(7)
-    bases = load_trace_values()
+    bases = load_trace_values(traces)
     history_rows = int(history_seconds / step_seconds)
     traces, targets = [], []
     for index in range(count):
@@ -341,7 +340,7 @@ async def soak(arguments: argparse.Namespace) -> list[HourStats]:
     step = parse_duration(arguments.step)
     history = parse_duration(arguments.history)
     start = float(int(time.time() / step) * step)
-    targets, source = build_targets(arguments.targets, step, history, arguments.model, start)
+    targets, source = build_targets(arguments.targets, step, history, arguments.model, start, traces=arguments.traces)
     clock = ScaledClock(start=start, speed=arguments.speed)
     executor = make_executor(arguments.executor, arguments.fit_workers)
     engine = Engine(
@@ -440,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=EngineTuning().full_collection_seconds,
         help="wall seconds between full collections, as engine.fullCollectionSeconds; 0: CPython decides",
     )
+    add_traces_option(parser)
     arguments = parser.parse_args(argv)
     started = time.monotonic()
     rows = asyncio.run(soak(arguments))

@@ -24,11 +24,11 @@ import numpy as np
 from autoscaler.domain.types import FloatArray
 from tests.integration.prometheus_server import (
     EXPORTER_LABELS,
-    TRACE_DIRS,
     BackfillSeries,
     MetricsExporter,
     PrometheusHarnessError,
 )
+from tests.traces import trace_path
 
 SECONDS_PER_DAY = 86400.0
 SECONDS_PER_HOUR = 3600.0
@@ -57,9 +57,10 @@ class CompressedTrace:
 
 
 def load_compressed_trace(name: str, *, bin_steps: int, wall_step_seconds: float) -> CompressedTrace:
-    path = next((d / f"{name}.csv" for d in TRACE_DIRS if (d / f"{name}.csv").is_file()), None)
-    if path is None:
-        raise PrometheusHarnessError(f"trace {name}.csv is in none of {', '.join(map(str, TRACE_DIRS))}")
+    try:
+        path = trace_path(name)
+    except FileNotFoundError as error:
+        raise PrometheusHarnessError(str(error)) from error
     timestamps: list[float] = []
     values: list[float] = []
     with path.open(newline="") as handle:

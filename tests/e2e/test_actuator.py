@@ -24,9 +24,8 @@ from autoscaler.adapters.kube import (
     CapacityBufferUnavailableError,
     KubeActuator,
     OwnershipError,
-    PlaceholderGroup,
-    placeholder_name,
 )
+from autoscaler.domain.placeholders import PlaceholderGroup, placeholder_name
 from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot, TargetStatus
 from autoscaler.domain.spec import parse_spec, target_key
 from autoscaler.domain.types import Decision, TargetKey
@@ -409,7 +408,8 @@ async def test_targets_group_by_workload_and_released_groups_scale_to_zero(
     publish(view, small, large, watching, no_workload, disabled)
     [intent] = (await loop.reconcile(view.snapshot())).values()
     assert (intent.group, intent.replicas, intent.result) == (PlaceholderGroup(namespace, workload), 3, "created")
-    assert intent.reason.startswith(f"{large.key}: test plan: buffer 3")
+    # Both plan 2 replicas; the large one needs 5 at the node lead time: 5 - 2 = 3.
+    assert intent.reason.startswith(f"5 replicas needed at the node lead time ({large.key}) minus 2 run")
     assert results == {
         small.key: ("created", None),
         large.key: ("created", None),
@@ -453,7 +453,9 @@ async def test_daemon_wiring_elects_writes_and_releases_on_stop(
         ),
     )
     results: list[str] = []
-    handle = await start_actuation(settings, view, on_result=lambda _k, result, _e: results.append(result))
+    handle = await start_actuation(
+        settings, view, api_client=api, on_result=lambda _k, result, _e: results.append(result)
+    )
     try:
 
         def placeholder_replicas() -> int | None:

@@ -28,14 +28,8 @@ import pytest
 import pytest_asyncio
 from kubernetes import client
 
-from autoscaler.adapters.kube import (
-    SPEC_HASH_ANNOTATION,
-    ActuatorSettings,
-    KubeActuator,
-    RetryPolicy,
-    placeholder_deployment,
-    placeholder_name,
-)
+from autoscaler.adapters.kube import ActuatorSettings, KubeActuator, RetryPolicy
+from autoscaler.domain.placeholders import SPEC_HASH_ANNOTATION, placeholder_deployment, placeholder_name
 from autoscaler.engine.actuation import ActuationLoop
 from autoscaler.services.telemetry import Telemetry
 from tests.e2e.test_actuator import FakeEngineView, create_workload, publish, target, wait_for
@@ -121,7 +115,7 @@ def assert_spec_intact(api: client.ApiClient, namespace: str, replicas: int) -> 
     """The placeholder Deployment holds exactly what the actuator wrote for `replicas`."""
     apps: Any = client.AppsV1Api(api)
     workload = json.loads(apps.read_namespaced_deployment("llm", namespace, _preload_content=False).data)
-    desired = placeholder_deployment(workload, replicas=replicas, settings=ActuatorSettings())
+    desired = placeholder_deployment(workload, replicas=replicas, template=ActuatorSettings().placeholder_template)
     current = read_placeholder(api, namespace)
     assert (
         current["metadata"]["annotations"][SPEC_HASH_ANNOTATION]

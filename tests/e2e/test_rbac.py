@@ -12,28 +12,49 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from autoscaler.adapters.kube import ActuatorSettings, KubeActuator, KubeForbiddenError, PlaceholderGroup
+from autoscaler.adapters.kube_auth import Identity as CallerIdentity
+from autoscaler.adapters.kube_auth import KubeAuthRefusedError, KubeReviewer
 from autoscaler.adapters.leader import LeaderElector, LeaseSettings
+from autoscaler.services.authn import Authenticator
+from autoscaler.services.http_api import create_http_app
+from autoscaler.services.telemetry import Telemetry
 from tests.harness.cluster import ControlPlane
+from tests.unit.services.test_http_api import engine_with_targets, serve, trace_target
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 RULES_FILE = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "rules.yaml"
 
 
+DAEMON_SECTIONS = ("clusterRules", "namespaceRules", "leaseRules")
+CALLER_SECTIONS = ("metricsReaderRules", "inspectorRules")
+
+
 def load_rules() -> dict[str, list[dict[str, Any]]]:
     rules = yaml.safe_load(RULES_FILE.read_text())
-    assert set(rules) == {"clusterRules", "namespaceRules", "leaseRules"}
+    assert set(rules) == {*DAEMON_SECTIONS, *CALLER_SECTIONS}
     return rules  # type: ignore[no-any-return]
+
+
+def test_caller_rules_only_read_the_daemons_own_paths() -> None:
+    rules = load_rules()
+    for section in CALLER_SECTIONS:
+        for rule in rules[section]:
+            assert set(rule) == {"nonResourceURLs", "verbs"} and rule["verbs"] == ["get"], rule
+    assert rules["metricsReaderRules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
 
 
 def test_rules_file_is_well_formed() -> None:
     for section, rules in load_rules().items():
+        if section in CALLER_SECTIONS:
+            continue
         assert rules, section
         for rule in rules:
             assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"}, rule
@@ -223,3 +244,89 @@ def test_namespaces_without_a_binding_are_refused_with_a_precise_error(
     with pytest.raises(ApiException) as refused:
         lease.create_namespaced_lease(who.targets, {"metadata": {"name": "x"}, "spec": {}})
     assert refused.value.status == 403  # leases only in the daemon's own namespace
+
+
+# ----------------------------------------------------------------------------- the HTTP port's callers
+
+
+def _service_account_token(core: Any, namespace: str, name: str) -> str:
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+    answer = core.create_namespaced_service_account_token(name, namespace, {"spec": {"expirationSeconds": 3600}})
+    return str(answer.status.token)
+
+
+def _wait_for_review(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """New bindings reach the authoriser's cache shortly after they are created."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if check():
+                return
+        except KubeAuthRefusedError:
+            pass
+        assert time.monotonic() < deadline, "the review never passed"
+        time.sleep(0.2)
+
+
+async def test_http_port_authenticates_callers_with_the_daemons_rules(
+    identity: tuple[Identity, client.ApiClient],
+) -> None:
+    """Real TokenReview and SubjectAccessReview, made as the daemon's ServiceAccount.
+
+    A scraper bound to metricsReaderRules reads /metrics and nothing else; a
+    ServiceAccount without them gets 403; no token or a made-up one gets 401.
+    """
+    who, daemon_api = identity
+    core: Any = client.CoreV1Api(who.admin)
+    rbac: Any = client.RbacAuthorizationV1Api(who.admin)
+    reader = f"{who.suffix}-metrics-reader"
+    scraper_token = _service_account_token(core, who.home, "scraper")
+    outsider_token = _service_account_token(core, who.home, "outsider")
+    rbac.create_cluster_role({"metadata": {"name": reader}, "rules": load_rules()["metricsReaderRules"]})
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": reader},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": reader},
+            "subjects": [{"kind": "ServiceAccount", "name": "scraper", "namespace": who.home}],
+        }
+    )
+    try:
+        # An identity without the daemon's clusterRules may not ask the API server to review.
+        configuration = client.Configuration()
+        configuration.host = daemon_api.configuration.host
+        configuration.ssl_ca_cert = daemon_api.configuration.ssl_ca_cert
+        configuration.api_key = {"BearerToken": outsider_token}
+        configuration.api_key_prefix = {"BearerToken": "Bearer"}
+        with client.ApiClient(configuration) as outsider_api, pytest.raises(KubeAuthRefusedError, match="HTTP 403"):
+            KubeReviewer(outsider_api).review_token(scraper_token)
+
+        reviewer = KubeReviewer(daemon_api)
+        scraper = f"system:serviceaccount:{who.home}:scraper"
+        _wait_for_review(lambda: (found := reviewer.review_token(scraper_token)) is not None and found.user == scraper)
+        _wait_for_review(
+            lambda: reviewer.review_access(
+                reviewer.review_token(scraper_token) or CallerIdentity(""), path="/metrics", verb="get"
+            )
+        )
+        engine = engine_with_targets(trace_target())
+        app = create_http_app(
+            engine, telemetry=Telemetry(engine, process_metrics=False), authenticator=Authenticator(reviewer)
+        )
+        async with serve(app) as base, aiohttp.ClientSession(base) as session:
+
+            async def status(path: str, token: str | None) -> int:
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                async with session.get(path, headers=headers) as response:
+                    return response.status
+
+            assert await status("/metrics", None) == 401
+            assert await status("/metrics", "not-a-token") == 401
+            assert await status("/metrics", outsider_token) == 403
+            assert await status("/metrics", scraper_token) == 200
+            assert await status("/api/v1/targets", scraper_token) == 403
+            # Kubernetes lets every authenticated user get /api/*: the API is reviewed clear of it.
+            assert await status("/api/v1/targets", outsider_token) == 403
+            assert await status("/healthz", None) == 200
+    finally:
+        rbac.delete_cluster_role_binding(reader)
+        rbac.delete_cluster_role(reader)

@@ -50,15 +50,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from autoscaler.adapters.prometheus import PrometheusClient, Sample
 from tests.integration.grpc_fixtures import issue_authority, issue_leaf
 from tests.loopback_http import serve_on_loopback
+from tests.traces import trace_path
 
 PROMETHEUS_BINARY = Path("/usr/bin/prometheus")
 PROMTOOL_BINARY = Path("/usr/bin/promtool")
-# The shared development traces, then the ones the package bundles for the demo, so a
-# fresh clone without the shared directory still has real history to backfill.
-TRACE_DIRS = (
-    Path(os.environ.get("AUTOSCALER_TRACES_DIR", "/work/shared/traces")),
-    Path(__file__).resolve().parents[2] / "autoscaler" / "demo",
-)
 # The labels Prometheus attaches to everything scraped from the exporter; backfilled
 # series carry the same ones, so history and live samples form one series.
 EXPORTER_LABELS: Mapping[str, str] = {"job": "exporter", "instance": "exporter"}
@@ -258,11 +253,10 @@ def trace_points(
     The trace keeps its shape; its clock is replaced (`step_seconds` apart, the newest
     point at `end`) and its values multiplied by `scale`.
     """
-    path = next(
-        (directory / f"{trace}.csv" for directory in TRACE_DIRS if (directory / f"{trace}.csv").is_file()), None
-    )
-    if path is None:
-        raise PrometheusHarnessError(f"trace {trace}.csv is in none of {', '.join(map(str, TRACE_DIRS))}")
+    try:
+        path = trace_path(trace)
+    except FileNotFoundError as error:
+        raise PrometheusHarnessError(str(error)) from error
     with path.open(newline="") as handle:
         values = [float(row["value"]) for row in csv.DictReader(handle)]
     if len(values) < count:

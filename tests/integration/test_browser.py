@@ -5,6 +5,8 @@ the JSON API), then dumps the DOM and takes a screenshot. The screenshots are le
 artifacts/browser/ (git-ignored) for a person to look at:
 
 - target-page.png: one target of the in-process app with the fake engine;
+- served-target-page.png: the whole page of a target the daemon's pipeline planned in the
+  closed-loop simulator: derived demand beside its raw signals, observed beside planned replicas;
 - demo-target-page.png: the first target of `autoscaler demo`.
 """
 
@@ -28,7 +30,7 @@ import pytest
 
 from autoscaler.domain.snapshot import TargetSnapshot, TargetStatus
 from tests.integration.http_fixtures import serve_trace_targets
-from tests.unit.services.test_http_api import TRACE_METADATA, trace_target
+from tests.unit.services.test_http_api import TRACE_METADATA, served_target, trace_target
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "browser"
@@ -100,15 +102,16 @@ async def load_page(url: str, profile: Path) -> ElementsById:
     return page
 
 
-async def screenshot(url: str, profile: Path, name: str) -> Path:
+async def screenshot(url: str, profile: Path, name: str, *, height: int = 1000) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
     path.unlink(missing_ok=True)
-    await run_chromium(url, profile, f"--screenshot={path}")
+    # The last --window-size given wins over the one in CHROMIUM_FLAGS.
+    await run_chromium(url, profile, f"--window-size=1280,{height}", f"--screenshot={path}")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (1280, 1000)
+    size = struct.unpack(">II", data[16:24])
+    assert size == (1280, height)
     assert len(data) > 30_000, "the screenshot is nearly blank"
     return path
 
@@ -138,8 +141,13 @@ def warming() -> TargetSnapshot:
 
 
 @pytest.fixture
-async def base_url(chat: TargetSnapshot, warming: TargetSnapshot) -> AsyncIterator[str]:
-    async with serve_trace_targets(chat, warming) as url:
+def served() -> TargetSnapshot:
+    return served_target()
+
+
+@pytest.fixture
+async def base_url(chat: TargetSnapshot, warming: TargetSnapshot, served: TargetSnapshot) -> AsyncIterator[str]:
+    async with serve_trace_targets(chat, warming, served) as url:
         yield url
 
 
@@ -152,8 +160,40 @@ async def test_target_page_draws_history_forecast_and_plan(base_url: str, chat: 
     assert chat.forecast is not None
     assert_chart_rendered(page, history_points=max(90, 5 * chat.forecast.horizon))
     assert chat.decision is not None and chat.decision.reason in " ".join(page.text)
+    # Its query measures arrivals, so demand is that raw series itself; no replica source is set.
+    demand = page.elements["demand-chart"]
+    assert (demand["data-panels"], demand["data-signals"]) == ("2", "arrivals")
+    assert page.elements["replica-chart"]["data-rendered"] == "0"
+    assert "No replica counts observed yet (replicaSource none)" in " ".join(page.text)
     shot = await screenshot(url, tmp_path / "profile", "target-page.png")
     assert shot.exists()
+
+
+@pytest.mark.timeout(180)
+async def test_target_page_draws_demand_beside_signals_and_observed_replicas(
+    base_url: str, served: TargetSnapshot, tmp_path: Path
+) -> None:
+    key = served.key
+    # The whole simulated run, with the steps where the replicas fell behind and a queue formed.
+    url = f"{base_url}/targets/{key.namespace}/{key.name}/{key.metadata_digest}?points=400"
+    page = await load_page(url, tmp_path / "profile")
+    assert_chart_rendered(page, history_points=served.history_values.size)
+    demand = page.elements["demand-chart"]
+    # Demand (with completions drawn over it, same unit), then completions and waiting alone.
+    assert (demand["data-panels"], demand["data-signals"]) == ("3", "completions,waiting")
+    assert int(demand["data-rendered"]) == 4 * served.history_values.size  # demand, completions twice, waiting
+    replicas = page.elements["replica-chart"]
+    decision, derivation = served.decision, served.demand_derivation
+    assert decision is not None and derivation is not None
+    assert replicas["data-planned"] == str(decision.replicas)
+    assert served.replica_history is not None
+    observed = served.replica_history.ready.size
+    assert int(replicas["data-ready-points"]) == int(replicas["data-desired-points"]) == observed
+    text = " ".join(page.text)
+    assert derivation.description in text
+    assert f"Planned {decision.replicas}: {decision.reason}" in text
+    assert "ready (observed)" in text and "desired (observed)" in text
+    await screenshot(url, tmp_path / "profile", "served-target-page.png", height=2000)
 
 
 @pytest.mark.timeout(180)
@@ -167,7 +207,7 @@ async def test_points_parameter_widens_the_history(base_url: str, chat: TargetSn
 async def test_list_page_links_every_target(base_url: str, tmp_path: Path) -> None:
     page = await load_page(f"{base_url}/", tmp_path / "profile")
     assert page.elements["app"]["data-state"] == "ready"
-    assert page.elements["target-table"]["data-rendered"] == "4"
+    assert page.elements["target-table"]["data-rendered"] == "5"
     await screenshot(f"{base_url}/", tmp_path / "profile", "target-list.png")
 
 

@@ -341,6 +341,10 @@ async def test_counter_reset_keeps_rate_non_negative_and_the_plan_steady(tmp_pat
     exporter = MetricsExporter()
     with exporter:
         exporter.set_gauge("vllm:request_success_total", 0.0, RESET_LABELS)
+        # The rest of the preset's bundle: one pod, nothing queued; a step that lacks any
+        # of them is missing data and would hold the plan.
+        exporter.set_gauge("vllm:num_requests_waiting", 0.0, RESET_LABELS)
+        exporter.set_gauge("vllm:num_requests_running", 1.0, RESET_LABELS)
         server = PrometheusServer(tmp_path / "prometheus", scrape_target=exporter.address)
         with server:
             spec = parse_spec(RESET_METADATA)

@@ -20,7 +20,9 @@ import pytest
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
+from autoscaler.adapters.kube_auth import Identity
 from autoscaler.domain.snapshot import TargetSnapshot
+from autoscaler.services.authn import Authenticator
 from autoscaler.services.openapi import openapi_document
 from tests.integration.http_fixtures import serve_trace_targets
 from tests.unit.services.test_http_api import trace_target
@@ -40,8 +42,9 @@ async def base_url(chat: TargetSnapshot) -> AsyncIterator[str]:
         yield url
 
 
-def test_openapi_document_validates() -> None:
-    validate(openapi_document())
+@pytest.mark.parametrize("authenticated", [False, True])
+def test_openapi_document_validates(authenticated: bool) -> None:
+    validate(openapi_document(authenticated=authenticated))
 
 
 async def test_served_document_describes_a_real_target(base_url: str, chat: TargetSnapshot) -> None:
@@ -129,3 +132,33 @@ async def test_schemathesis_on_an_existing_target(base_url: str, chat: TargetSna
     )
     assert code == 0, output[-6000:]
     assert_report_clean("existing-target", operations=2)
+
+
+class OneTokenReviewer:
+    """Accepts one token and grants its user every path: authorisation itself is tested in
+    tests/unit/services/test_authn.py and tests/e2e/test_rbac.py; here the document's
+    security section is held to what the server does.
+    """
+
+    def review_token(self, token: str) -> Identity | None:
+        return Identity("schemathesis") if token == SCHEMATHESIS_TOKEN else None
+
+    def review_access(self, identity: Identity, *, path: str, verb: str) -> bool:
+        return True
+
+
+SCHEMATHESIS_TOKEN = "schemathesis-token"
+
+
+@pytest.mark.timeout(300)
+async def test_schemathesis_holds_the_authenticated_document_to_the_server(chat: TargetSnapshot) -> None:
+    """With authentication on, the document declares a bearer scheme; schemathesis checks
+    that requests without the token are refused and that every answer matches the document.
+    """
+    async with serve_trace_targets(chat, authenticator=Authenticator(OneTokenReviewer())) as url:
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/openapi.json") as response:
+            assert response.status == 401  # the document too needs the token
+        headers = ("--header", f"Authorization: Bearer {SCHEMATHESIS_TOKEN}")
+        code, output = await run_schemathesis(url, "authenticated", *headers)
+    assert code == 0, output[-6000:]
+    assert_report_clean("authenticated", operations=6)

@@ -117,6 +117,7 @@
         { "data-key": t.key },
         el("td", {}, el("a", { href: t.page_url }, t.key)),
         el("td", {}, statusBadge(t.status)),
+        el("td", { class: "num", title: `desired ${fmt(t.desired_replicas)}` }, fmt(t.ready_replicas)),
         el("td", { class: "num" }, fmt(t.planned_replicas)),
         el("td", { class: "num" }, fmt(t.reactive_replicas)),
         el("td", { class: "num" }, fmt(t.buffer_replicas)),
@@ -134,7 +135,7 @@
         el(
           "tr",
           {},
-          ...["target", "status", "planned", "reactive", "buffer", "model", "mode", "data age"].map((h) =>
+          ...["target", "status", "ready", "planned", "reactive", "buffer", "model", "mode", "data age"].map((h) =>
             el("th", {}, h),
           ),
         ),
@@ -175,6 +176,25 @@
         continue;
       }
       path += `${pen ? "L" : "M"}${x(xs[i]).toFixed(1)},${y(ys[i]).toFixed(1)}`;
+      pen = true;
+      drawn += 1;
+    }
+    return { path, drawn };
+  }
+
+  // Replica counts hold between observations: draw them as steps, not slopes.
+  function stepPath(xs, ys, x, y) {
+    let path = "";
+    let pen = false;
+    let drawn = 0;
+    for (let i = 0; i < xs.length; i += 1) {
+      if (ys[i] === null || ys[i] === undefined || xs[i] === null) {
+        pen = false;
+        continue;
+      }
+      const px = x(xs[i]).toFixed(1);
+      const py = y(ys[i]).toFixed(1);
+      path += pen ? `H${px}V${py}` : `M${px},${py}`;
       pen = true;
       drawn += 1;
     }
@@ -375,7 +395,7 @@
 
   function legend(detail) {
     const items = [
-      ["line-history", "history"],
+      ["line-history", "demand history (derived)"],
       ["line-median", "forecast median"],
       ["band-inner", "50 % band"],
       ["band-outer", detail.forecast ? `p${Math.round(detail.forecast.levels[0] * 100)}–p${Math.round(detail.forecast.levels[detail.forecast.levels.length - 1] * 100)} band` : "band"],
@@ -385,6 +405,174 @@
       ["replicas-buffer", "planned + buffer"],
     ];
     return el("ul", { class: "legend" }, ...items.map(([cls, text]) => el("li", {}, el("span", { class: `swatch ${cls}` }), text)));
+  }
+
+  // ---- panels sharing one time axis: demand beside its raw signals, replicas observed and planned
+
+  const PANEL_HEIGHT = 120;
+  const PANEL_GAP = 16;
+
+  function chartWidth() {
+    return Math.max(640, Math.min(1200, app.clientWidth || 960));
+  }
+
+  // The points of one series at or after t0 (the window the main chart shows).
+  function since(timestamps, values, t0) {
+    const start = timestamps.findIndex((t) => t !== null && t >= t0);
+    if (start < 0) return { timestamps: [], values: [] };
+    return { timestamps: timestamps.slice(start), values: values.slice(start) };
+  }
+
+  // panels: [{ title, series: [{ name, cls, timestamps, values, step }], marks: [{ value, text, cls }], integer }]
+  function drawPanels(id, label, panels, t0, t1) {
+    const width = chartWidth();
+    const margin = { left: 70, right: 150, top: 8, bottom: 30 };
+    const height = margin.top + panels.length * (PANEL_HEIGHT + PANEL_GAP) - PANEL_GAP + margin.bottom;
+    const chart = svgEl("svg", {
+      id,
+      class: "chart",
+      viewBox: `0 0 ${width} ${height}`,
+      width: String(width),
+      height: String(height),
+      role: "img",
+      "aria-label": label,
+    });
+    const x = scale([t0, t1 > t0 ? t1 : t0 + 1], [margin.left, width - margin.right]);
+    const withDate = t1 - t0 > 86400;
+    let drawn = 0;
+    panels.forEach((panel, index) => {
+      const top = margin.top + index * (PANEL_HEIGHT + PANEL_GAP);
+      const bottom = top + PANEL_HEIGHT;
+      const values = finite([...panel.series.flatMap((s) => s.values), ...panel.marks.map((m) => m.value)]);
+      const low = Math.min(0, ...values);
+      const high = Math.max(...values, panel.integer ? 1 : 0) * 1.12 || 1;
+      const y = scale([low, high], [bottom, top + 16]);
+      const grid = svgEl("g", { class: "grid" });
+      grid.append(svgEl("rect", { x: margin.left, y: top, width: width - margin.left - margin.right, height: PANEL_HEIGHT, class: "panel" }));
+      for (const v of niceTicks(low, high, 3).filter((tick) => !panel.integer || Number.isInteger(tick))) {
+        grid.append(svgEl("line", { x1: margin.left, x2: width - margin.right, y1: y(v), y2: y(v) }));
+        grid.append(svgEl("text", { x: margin.left - 8, y: y(v) + 4, class: "tick left" }, fmt(v)));
+      }
+      grid.append(svgEl("text", { x: margin.left + 6, y: top + 12, class: "panel-title" }, panel.title));
+      chart.append(grid);
+      for (const series of panel.series) {
+        const line = (series.step ? stepPath : linePath)(series.timestamps, series.values, x, y);
+        chart.append(svgEl("path", { d: line.path, class: series.cls, "data-series": series.name, "data-points": String(line.drawn) }));
+        drawn += line.drawn;
+      }
+      // The newest values, labelled beside the right edge where the lines end; marks of
+      // one value share a label ("planned 11 · ready 11") instead of printing over each other.
+      const right = width - margin.right;
+      const labels = new Map();
+      for (const mark of panel.marks) {
+        chart.append(svgEl("line", { x1: right, x2: right + 12, y1: y(mark.value), y2: y(mark.value), class: mark.cls }));
+        labels.set(mark.value, [...(labels.get(mark.value) || []), mark.text]);
+      }
+      for (const [value, texts] of labels) {
+        chart.append(svgEl("text", { x: right + 16, y: y(value) + 4, class: "mark-label" }, texts.join(" · ")));
+      }
+    });
+    const axis = svgEl("g", { class: "grid" });
+    for (const v of niceTicks(t0, t1, 8)) {
+      axis.append(svgEl("text", { x: x(v), y: height - margin.bottom + 18, class: "tick bottom" }, fmtTime(v, withDate)));
+    }
+    chart.append(axis);
+    chart.setAttribute("data-rendered", String(drawn));
+    chart.setAttribute("data-panels", String(panels.length));
+    return chart;
+  }
+
+  function shownWindow(detail) {
+    const times = finite(visibleHistory(detail).timestamps);
+    return times.length ? [Math.min(...times), Math.max(...times)] : null;
+  }
+
+  function demandPanels(detail, t0) {
+    const demand = detail.demand;
+    const derivation = demand.derivation;
+    const history = since(detail.history.timestamps, detail.history.values, t0);
+    const main = {
+      title: `offered demand (${demand.unit}), derived`,
+      series: [{ name: "demand", cls: "line-history", ...history }],
+      marks: [],
+    };
+    if (derivation && derivation.value !== null) {
+      const bound = derivation.lower_bound ? "≥ " : "";
+      main.marks.push({ value: derivation.value, text: `${bound}${fmt(derivation.value)}`, cls: "line-history" });
+    }
+    const raw = demand.signals.map((signal) => {
+      const shown = since(signal.timestamps, signal.values, t0);
+      // A raw signal in demand's own unit is also drawn over it, so the derivation shows as the gap.
+      if (signal.unit === demand.unit) {
+        main.series.push({ name: `${signal.kind} (raw)`, cls: "line-raw", ...shown });
+      }
+      return {
+        title: `${signal.kind} (${signal.unit}), raw`,
+        series: [{ name: signal.kind, cls: "line-raw", ...shown }],
+        marks: [],
+      };
+    });
+    return [main, ...raw];
+  }
+
+  function drawDemandChart(detail) {
+    const span = shownWindow(detail);
+    if (span === null) return emptyChart("demand-chart", "No demand derived yet");
+    const kinds = detail.demand.signals.map((s) => s.kind).join(",");
+    const chart = drawPanels("demand-chart", `Derived demand and raw signals of ${detail.key}`, demandPanels(detail, span[0]), ...span);
+    chart.setAttribute("data-signals", kinds);
+    return chart;
+  }
+
+  function drawReplicaChart(detail) {
+    const span = shownWindow(detail);
+    const replicas = detail.replicas;
+    if (span === null || replicas.history === null) {
+      return emptyChart("replica-chart", `No replica counts observed yet (replicaSource ${replicas.source})`);
+    }
+    const [t0, t1] = span;
+    const history = replicas.history;
+    const ready = since(history.timestamps, history.ready, t0);
+    const desired = since(history.timestamps, history.desired, t0);
+    const trail = decisionTrail.filter((d) => d.at >= t0);
+    const series = [
+      { name: "ready", cls: "replicas-ready", step: true, ...ready },
+      { name: "desired", cls: "replicas-desired", step: true, ...desired },
+    ];
+    if (trail.length > 1) {
+      const at = trail.map((d) => d.at);
+      series.push({ name: "planned", cls: "replicas-planned trail", step: true, timestamps: at, values: trail.map((d) => d.planned) });
+      series.push({ name: "reactive", cls: "replicas-reactive trail", step: true, timestamps: at, values: trail.map((d) => d.reactive) });
+    }
+    const marks = [];
+    if (replicas.planned !== null) marks.push({ value: replicas.planned, text: `planned ${replicas.planned}`, cls: "replicas-planned" });
+    if (replicas.reactive !== null) marks.push({ value: replicas.reactive, text: `reactive ${replicas.reactive}`, cls: "replicas-reactive" });
+    if (replicas.ready !== null) marks.push({ value: replicas.ready, text: `ready ${replicas.ready}`, cls: "replicas-ready" });
+    const panel = { title: `replicas: observed (replicaSource ${replicas.source}) and planned`, series, marks, integer: true };
+    const chart = drawPanels("replica-chart", `Observed and planned replicas of ${detail.key}`, [panel], Math.min(t0, ...trail.map((d) => d.at)), Math.max(t1, ...trail.map((d) => d.at)));
+    chart.setAttribute("data-ready-points", String(ready.values.filter((v) => v !== null).length));
+    chart.setAttribute("data-desired-points", String(desired.values.filter((v) => v !== null).length));
+    chart.setAttribute("data-planned", String(replicas.planned));
+    return chart;
+  }
+
+  function emptyChart(id, message) {
+    const width = chartWidth();
+    const chart = svgEl("svg", { id, class: "chart", viewBox: `0 0 ${width} 60`, width: String(width), height: "60", role: "img", "aria-label": message });
+    chart.append(svgEl("text", { x: width / 2, y: 34, class: "empty" }, message));
+    chart.setAttribute("data-rendered", "0");
+    return chart;
+  }
+
+  function swatches(items) {
+    return el("ul", { class: "legend" }, ...items.map(([cls, text]) => el("li", {}, el("span", { class: `swatch ${cls}` }), text)));
+  }
+
+  function derivationText(detail) {
+    const derivation = detail.demand.derivation;
+    if (!derivation) return "Demand not derived yet.";
+    const bound = derivation.lower_bound ? " — a lower bound: demand may be higher than shown" : "";
+    return `Newest step: ${derivation.description}${bound}.`;
   }
 
   // ---- target detail
@@ -407,6 +595,8 @@
       "div",
       { class: "cards" },
       card("planned", fmt(decision && decision.planned_replicas)),
+      card("ready", fmt(detail.replicas.ready), `observed (replicaSource ${detail.replicas.source})`),
+      card("desired", fmt(detail.replicas.desired), "observed on the scale target"),
       card("reactive", fmt(decision && decision.reactive_replicas)),
       card("buffer", fmt(decision && decision.buffer_replicas)),
       card("quantile", decision ? `p${fmt(decision.quantile_level * 100)}` : "–"),
@@ -459,6 +649,19 @@
       error,
       el("div", { class: "chart-box" }, drawTargetChart(detail)),
       legend(detail),
+      el("h2", {}, "Demand and the raw signals it is derived from"),
+      el("p", { id: "derivation", class: detail.demand.derivation && detail.demand.derivation.lower_bound ? "derivation lower-bound" : "derivation" }, derivationText(detail)),
+      el("div", { class: "chart-box" }, drawDemandChart(detail)),
+      swatches([["line-history", "offered demand (derived; what the model forecasts)"], ["line-raw", "raw signal as scraped"]]),
+      el("h2", {}, "Replicas: observed and planned"),
+      el("div", { class: "chart-box" }, drawReplicaChart(detail)),
+      swatches([
+        ["replicas-ready", "ready (observed)"],
+        ["replicas-desired", "desired (observed)"],
+        ["replicas-planned", "planned"],
+        ["replicas-reactive", "reactive"],
+      ]),
+      el("p", { class: "caption", id: "replica-reason" }, decision ? `Planned ${decision.planned_replicas}: ${decision.reason}` : "No decision yet."),
       el("h2", {}, "Model selection"),
       candidates,
       el("h2", {}, "Target"),

@@ -12,10 +12,10 @@ END = "<!-- end of presets table -->"
 
 
 def presets_markdown_table() -> str:
-    rows = ["| preset | kind | unit | query | description |", "|---|---|---|---|---|"]
+    rows = ["| preset | engine | signals | description |", "|---|---|---|---|"]
     for preset in PRESETS.values():
-        query = preset.template.format(selector="<selector>", window="<window>")
-        rows.append(f"| `{preset.name}` | {preset.kind.value} | {preset.unit} | `{query}` | {preset.description} |")
+        signals = ", ".join(kind.value for kind, _ in preset.signals)
+        rows.append(f"| `{preset.name}` | {preset.engine} | {signals} | {preset.description} |")
     return "\n".join(rows)
 
 

@@ -17,6 +17,7 @@ import pytest
 from autoscaler.domain.spec import parse_spec
 from autoscaler.services.grpc_scaler import KEDA_CONNECTION_KEYS
 from tests.unit.deploy.deploy_files import (
+    RELEASE_NAME,
     SCALER_ADDRESS,
     ExampleTrigger,
     default_values,
@@ -75,15 +76,13 @@ def test_trigger_refers_to_objects_in_its_file(example: ExampleTrigger) -> None:
 
 
 @pytest.mark.parametrize("example", TRIGGERS, ids=lambda t: t.label)
-def test_tls_triggers_carry_keda_client_credentials(example: ExampleTrigger) -> None:
-    if example.trigger["metadata"].get("enableTLS") != "true":
-        assert "authenticationRef" not in example.trigger
-        return
-    auth_name = example.trigger["authenticationRef"]["name"]
-    auth = _objects(example.file, "TriggerAuthentication")[auth_name]
-    parameters = {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]}
-    # values-mtls.yaml requires a client certificate, so KEDA must present one.
-    assert parameters == {"caCert", "tlsClientCert", "tlsClientKey"}
+def test_triggers_use_the_charts_cluster_trigger_authentication(example: ExampleTrigger) -> None:
+    """The chart's default is mutual TLS: KEDA presents the client pair the chart's
+    ClusterTriggerAuthentication (named after the release) carries.
+    """
+    assert example.trigger["metadata"].get("enableTLS") == "true"
+    assert example.trigger["authenticationRef"] == {"kind": "ClusterTriggerAuthentication", "name": RELEASE_NAME}
+    assert "TriggerAuthentication" not in {doc["kind"] for doc in load_documents(example.file)}
 
 
 def test_vllm_example_scales_a_gpu_workload_on_queue_depth_and_kv_cache() -> None:
@@ -116,6 +115,18 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("negative replicas", {"replicaCount": -1}, "-1 is less than the minimum of 1"),
     ("unknown top-level key", {"replicas": 2}, "'replicas' was unexpected"),
     ("unknown nested key", {"tls": {"secret": "x"}}, "'secret' was unexpected"),
+    ("tls mode not named", {"tls": {"mode": "off"}}, "'off' is not one of ['mutual-tls', 'tls', 'insecure-plaintext']"),
+    ("unknown certificate source", {"tls": {"source": "vault"}}, "'vault' is not one of"),
+    (
+        "monitoring namespace not a list",
+        {"networkPolicy": {"monitoring": {"namespaces": "monitoring"}}},
+        "is not of type 'array'",
+    ),
+    (
+        "http auth mode not named",
+        {"config": {"http": {"auth": {"mode": "off"}}}},
+        "'off' is not one of ['kubernetes', 'none']",
+    ),
     ("bad actuator mode", {"config": {"actuator": {"mode": "sometimes"}}}, "'sometimes' is not one of"),
     ("bad log level", {"config": {"log": {"level": "verbose"}}}, "'verbose' is not one of"),
     ("lease too short", {"config": {"leaderElection": {"leaseDurationSeconds": 1}}}, "less than the minimum of 2"),

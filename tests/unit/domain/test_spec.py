@@ -29,6 +29,8 @@ def test_defaults_are_documented_and_sane() -> None:
     spec = parse_spec(BASE)
     assert spec.metric_kind is MetricKind.LOAD
     assert spec.target_coverage == 0.95
+    assert spec.coverage_basis == "steps"
+    assert parse_spec({**BASE, "coverageBasis": "demand"}).coverage_basis == "demand"
     assert spec.lead_time_seconds == 180
     assert spec.step_seconds == 60
     assert spec.lead_steps == 3
@@ -51,6 +53,7 @@ def test_defaults_are_documented_and_sane() -> None:
         (with_base(capacityPerReplica="nan"), "capacityPerReplica", "between"),
         (with_base(capacityPerReplica="inf"), "capacityPerReplica", "between"),
         (with_base(targetCoverage="1.5"), "targetCoverage", "between 0.5 and 0.999"),
+        (with_base(coverageBasis="requests"), "coverageBasis", "not one of: demand, steps"),
         (with_base(leadTime="2 hours"), "leadTime", "duration"),
         (with_base(leadTime="2h"), "leadTime", "between"),
         (with_base(step="5s"), "step", "between"),
@@ -78,6 +81,20 @@ def test_defaults_are_documented_and_sane() -> None:
             "label matchers",
         ),
         ({f"k{i}": "v" for i in range(70)}, "scalerMetadata", "at most 64"),
+        (with_base(metricKind="utilisation", targetUtilization="0.7"), "replicaSource", "needs them"),
+        (with_base(arrivalsQuery="a"), "query", "exactly one of"),
+        (with_base(query="", podsQuery="p"), "podsQuery", "name at least one"),
+        (with_base(query="", waitingQuery="w", metricKind="load"), "metricKind", "per-kind queries"),
+        (with_base(query="", utilizationQuery="u", capacityPerReplica=""), "targetUtilization", "is required"),
+        (with_base(targetUtilization="0.7"), "targetUtilization", "no utilisation signal"),
+        (with_base(query="", completionsQuery="c", capacityPerReplica=""), "capacityPerReplica", "is required"),
+        (with_base(replicaSource="kubernetes"), "workloadName", "is required with replicaSource kubernetes"),
+        (with_base(replicaSource="prometheus"), "replicasQuery", "is required with replicaSource prometheus"),
+        (with_base(replicasQuery="kube_deployment_status_replicas_ready"), "replicasQuery", "only read"),
+        (with_base(replicaSource="hpa"), "replicaSource", "not one of"),
+        (with_base(workloadKind="DaemonSet"), "workloadKind", "not one of"),
+        (with_base(drainTime="1s"), "drainTime", "between"),
+        (with_base(query="", arrivalsQuery="up\x00"), "arrivalsQuery", "NUL"),
     ],
 )
 def test_bad_metadata_names_the_key(metadata: dict[str, str], key: str, fragment: str) -> None:
@@ -97,15 +114,64 @@ def test_durations(text: str, seconds: float) -> None:
 
 
 def test_preset_expands_to_documented_query_and_kind() -> None:
-    spec = parse_spec({"preset": "vllm-kv-cache", "presetSelector": 'namespace="llm"', "capacityPerReplica": "0.8"})
-    assert spec.query == 'avg(vllm:gpu_cache_usage_perc{namespace="llm"})'
+    replicas = {"replicaSource": "kubernetes", "workloadName": "vllm"}
+    spec = parse_spec(
+        {"preset": "vllm-kv-cache", "presetSelector": 'namespace="llm"', "capacityPerReplica": "0.8", **replicas}
+    )
+    assert spec.query == (
+        'avg(vllm:kv_cache_usage_perc{namespace="llm"} or vllm:gpu_cache_usage_perc{namespace="llm"})'
+    )
     assert spec.metric_kind is MetricKind.UTILISATION
-    explicit = parse_spec({"preset": "vllm-kv-cache", "capacityPerReplica": "0.8", "metricKind": "load"})
-    assert explicit.metric_kind is MetricKind.LOAD
+    assert [signal.kind.value for signal in spec.signals] == ["utilization", "pods"]
+    assert spec.target_utilization == 0.8
+    with pytest.raises(SpecError) as raised:
+        parse_spec({"preset": "vllm-kv-cache", "capacityPerReplica": "0.8", "metricKind": "load", **replicas})
+    assert raised.value.key == "metricKind"
+
+
+def test_per_kind_queries_make_a_bundle_with_a_replica_source() -> None:
+    spec = parse_spec(
+        {
+            "completionsQuery": "sum(rate(vllm:request_success_total[2m]))",
+            "waitingQuery": "sum(vllm:num_requests_waiting)",
+            "podsQuery": "count(vllm:num_requests_waiting)",
+            "capacityPerReplica": "4",
+            "drainTime": "90s",
+            "replicaSource": "prometheus",
+            "replicasQuery": 'kube_deployment_status_replicas_ready{deployment="vllm"}',
+        }
+    )
+    assert [signal.kind.value for signal in spec.signals] == ["completions", "waiting", "pods"]
+    assert spec.query == "sum(rate(vllm:request_success_total[2m]))"  # the primary: completions
+    assert spec.metric_kind is MetricKind.LOAD
+    assert (spec.drain_time_seconds, spec.replica_source.value) == (90.0, "prometheus")
+    assert spec.replicas_query == 'kube_deployment_status_replicas_ready{deployment="vllm"}'
+    legacy = parse_spec(BASE)
+    assert [(signal.kind.value, signal.query) for signal in legacy.signals] == [("arrivals", BASE["query"])]
+    assert legacy.replica_source.value == "none"
+
+
+def test_utilisation_alone_plans_in_replica_units() -> None:
+    spec = parse_spec(
+        {"utilizationQuery": "avg(u)", "targetUtilization": "0.75", "replicaSource": "kubernetes", "workloadName": "w"}
+    )
+    assert spec.metric_kind is MetricKind.UTILISATION
+    assert spec.capacity_per_replica == spec.target_utilization == 0.75
+    assert spec.workload_kind == "Deployment"
 
 
 def test_empty_values_take_defaults_and_aliases_work() -> None:
-    spec = parse_spec(with_base(targetCoverage="", metricKind="utilization", mode="shadow"))
+    spec = parse_spec(
+        with_base(
+            targetCoverage="",
+            metricKind="utilization",
+            targetUtilization="0.7",
+            capacityPerReplica="",
+            replicaSource="kubernetes",
+            workloadName="vllm",
+            mode="shadow",
+        )
+    )
     assert spec.target_coverage == 0.95
     assert spec.metric_kind is MetricKind.UTILISATION
     assert spec.shadow

@@ -8,22 +8,24 @@ Prometheus.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from autoscaler.adapters.clock import ScaledClock
-from autoscaler.adapters.replay import ReplaySample, ReplaySource, ReplayTrace
+from autoscaler.adapters.replay import ReplaySource, ReplayTrace
+from autoscaler.domain.signals import ReplicaCounts
 from autoscaler.domain.snapshot import TargetStatus
 from autoscaler.domain.spec import parse_spec, target_key
 from autoscaler.domain.types import TargetKey
-from autoscaler.engine.api import UnknownEndpointError
+from autoscaler.engine.api import NoKubernetesAccessError, UnknownEndpointError
 from autoscaler.engine.engine import Engine, EngineSettings, first_step_to_refetch
 from autoscaler.sim.trace import parse_trace
+from tests.traces import trace_path
+from tests.unit.engine.switchable_source import SwitchableSource
 
-TRACES = Path(__file__).parents[4] / "shared" / "traces"
 ORIGIN = 1_700_000_000.0
 SPEED = 600.0  # a 60 s step passes in 100 ms of wall time
 Served = tuple[Engine, ScaledClock, TargetKey]
@@ -39,31 +41,9 @@ METADATA = {
 }
 
 
-class SwitchableSource:
-    """Replays a trace, but can be told to fail or to return nothing."""
-
-    def __init__(self, inner: ReplaySource) -> None:
-        self.inner = inner
-        self.down = False
-        self.empty = False
-
-    async def instant(self, query: str, *, at: float) -> ReplaySample | None:
-        if self.down:
-            raise ConnectionError("injected outage")
-        return None if self.empty else await self.inner.instant(query, at=at)
-
-    async def range(self, query: str, *, start: float, end: float, step_seconds: float) -> list[tuple[float, float]]:
-        if self.down:
-            raise ConnectionError("injected outage")
-        return await self.inner.range(query, start=start, end=end, step_seconds=step_seconds)
-
-    async def close(self) -> None:
-        return None
-
-
 @pytest.fixture
 def source() -> SwitchableSource:
-    trace = parse_trace((TRACES / "nasa_http_jul95.csv").read_text().splitlines())
+    trace = parse_trace(trace_path("nasa_http_jul95").read_text().splitlines())
     replay = ReplayTrace(name="nasa", values=trace.values, step_seconds=60.0, origin=ORIGIN, offset_rows=2 * 1440)
     return SwitchableSource(ReplaySource([replay]))
 
@@ -167,6 +147,51 @@ async def test_a_run_of_empty_answers_is_fetched_again_when_it_ends(served: Serv
     assert not np.isnan(recovered.history_values[during]).any(), "the empty run was not fetched again"
 
 
+@pytest.mark.parametrize("fault", ["empty", "down"])
+async def test_a_data_gap_holds_the_last_plan_until_stale_after_then_unavailable(
+    served: Served, source: SwitchableSource, fault: str
+) -> None:
+    """Empty answers and a failed query: no plan from stale data, and never a low one."""
+    engine, clock, key = served
+    setattr(source, fault, True)
+    # The first step that sees the gap says why; from then on the plan is not recomputed.
+    await wait_until(lambda: engine.snapshot().targets[key].last_error is not None)
+    held = engine.snapshot().targets[key].decision
+    assert held is not None
+    seen = []
+    while (target := engine.snapshot().targets[key]).status is TargetStatus.READY:
+        assert target.decision is held, "the plan was recomputed during a data gap"
+        seen.append(clock.now())
+        await asyncio.sleep(0.01)
+    assert target.status is TargetStatus.STALE and not target.servable  # the gRPC layer answers UNAVAILABLE
+    assert target.decision is held
+    assert target.last_sample_at is not None
+    assert clock.now() - target.last_sample_at >= 5 * 60  # held for staleAfter, not less
+    assert seen, "the last plan was not served during the gap"
+
+
+async def test_a_stale_series_is_unavailable_though_its_value_is_still_answered(
+    served: Served, source: SwitchableSource
+) -> None:
+    """Freshness is the age of the newest sample's own timestamp, not the query time."""
+    engine, clock, key = served
+    frozen = clock.now()
+    source.frozen_at = frozen
+    calls = source.instant_calls
+    await wait_until(lambda: engine.snapshot().targets[key].last_error is not None)
+    stale = engine.snapshot().targets[key]
+    assert stale.status is TargetStatus.STALE
+    assert source.instant_calls - calls >= 5, "answers kept coming while the series aged"
+    assert stale.last_sample_at is not None and stale.last_sample_at <= frozen
+    assert stale.last_error is not None and "old" in stale.last_error
+    later = clock.now()
+    await wait_until(lambda: clock.now() - later >= 3 * 60)
+    assert engine.snapshot().targets[key].decision is stale.decision, "a plan was made from the old value"
+    assert engine.snapshot().targets[key].status is TargetStatus.STALE
+    source.frozen_at = None
+    await wait_until(lambda: engine.snapshot().targets[key].status is TargetStatus.READY)
+
+
 @pytest.mark.parametrize(
     ("collected_until", "missing_since", "has_value", "expected"),
     [
@@ -263,3 +288,95 @@ async def test_a_publish_touches_only_the_targets_that_changed(
     engine._publish()
     assert len(engine.snapshot().targets) == len(keys)
     assert hashed <= 5
+
+
+HISTORY_ROWS = 2 * 1440
+SIGNALS_AND_REPLICAS = {
+    "arrivalsQuery": "replay:arrivals",
+    "podsQuery": "replay:pods",
+    "replicaSource": "prometheus",
+    "replicasQuery": "replay:ready",
+    "prometheus": "replay",
+    "capacityPerReplica": "20",
+    "historyWindow": "1d",
+}
+
+
+@contextlib.asynccontextmanager
+async def serving_series(series: dict[str, np.ndarray], metadata: dict[str, str]) -> AsyncIterator[Served]:
+    """An engine serving one target over synthetic series `replay:<name>`; row HISTORY_ROWS is at ORIGIN."""
+    traces = [
+        ReplayTrace(name=name, values=values, step_seconds=60.0, origin=ORIGIN, offset_rows=HISTORY_ROWS)
+        for name, values in series.items()
+    ]
+    engine, clock = await started_engine(SwitchableSource(ReplaySource(traces)))
+    key = target_key("llm", "synthetic", metadata)
+    try:
+        engine.ensure_target(key, parse_spec(metadata))
+        await engine.wait_for_target(key, timeout=30)
+        yield engine, clock, key
+    finally:
+        await engine.stop()
+
+
+def step_change(before: float, after: float, *, at_row: int = HISTORY_ROWS + 2) -> np.ndarray:
+    values = np.full(HISTORY_ROWS + 1000, before)
+    values[at_row:] = after
+    return values
+
+
+async def test_plans_start_from_the_observed_replicas_when_the_hpa_does_not_follow() -> None:
+    """The HPA kept 7 ready (maxReplicas, tolerance, another trigger winning) while our plan
+    asked for fewer: each plan starts from the 7 observed, so scale-down stays limited
+    to half of them a minute, not from a last plan that never happened."""
+    series = {"arrivals": step_change(30.0, 30.0), "pods": step_change(7.0, 7.0), "ready": step_change(7.0, 7.0)}
+    async with serving_series(series, SIGNALS_AND_REPLICAS) as (engine, clock, key):  # demand 30 needs 2
+        start = clock.now()
+        await wait_until(lambda: clock.now() - start >= 5 * 60)
+        decision = engine.snapshot().targets[key].decision
+        assert decision is not None and decision.replicas >= 4, decision
+        assert engine._targets[key].pipeline.observed_replicas == ReplicaCounts(ready=7)
+
+
+async def test_a_pod_that_stops_reporting_does_not_scale_the_target_down() -> None:
+    """Four ready pods, one of whose scrape goes missing: the sum reads 3/4 of the demand,
+    the pod count says 3 of 4 reported, and the target holds its replicas (as the HPA
+    does with missing pods) instead of planning for the lower sum."""
+    series = {"arrivals": step_change(80.0, 60.0), "pods": step_change(4.0, 3.0), "ready": step_change(4.0, 4.0)}
+    metadata = {**SIGNALS_AND_REPLICAS, "model": "naive"}  # 80 needs 4 replicas, 60 would need 3
+    async with serving_series(series, metadata) as (engine, clock, key):
+        await wait_until(lambda: clock.now() >= ORIGIN + 15 * 60)  # 13 steps after the pod went silent
+        decision = engine.snapshot().targets[key].decision
+        assert decision is not None and decision.replicas >= 4, decision
+        assert "did not report" in decision.reason
+
+
+async def test_a_kubernetes_replica_source_without_api_access_is_refused(source: SwitchableSource) -> None:
+    """The daemon found no service account or kubeconfig: INVALID_ARGUMENT naming the key."""
+    engine, _ = await started_engine(source)
+    metadata = {**METADATA, "replicaSource": "kubernetes", "workloadName": "web"}
+    try:
+        with pytest.raises(NoKubernetesAccessError, match="'replicaSource'") as refused:
+            engine.ensure_target(target_key("web", "nasa", metadata), parse_spec(metadata))
+        assert isinstance(refused.value, UnknownEndpointError)  # what the gRPC layer maps to INVALID_ARGUMENT
+        assert engine.snapshot().targets == {}
+    finally:
+        await engine.stop()
+
+
+async def test_a_utilisation_target_restarts_near_the_replicas_that_run() -> None:
+    """20 ready replicas at 70 % (target 75 %): the warm start reads the ready counts beside
+    the utilisation, so the first answer after a restart is near 20, not minReplicas."""
+    series = {"util": step_change(0.7, 0.7), "ready": step_change(20.0, 20.0)}
+    metadata = {
+        "utilizationQuery": "replay:util",
+        "targetUtilization": "0.75",
+        "replicaSource": "prometheus",
+        "replicasQuery": "replay:ready",
+        "prometheus": "replay",
+        "historyWindow": "1d",
+        "maxReplicas": "100",
+    }
+    async with serving_series(series, metadata) as (engine, _, key):
+        first = engine.snapshot().targets[key].decision
+        assert first is not None and 18 <= first.replicas <= 22, first

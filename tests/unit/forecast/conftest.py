@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 
 from autoscaler.domain.types import FloatArray, Forecast
-
-TRACES = Path("/work/shared/traces")
+from tests.traces import trace_path
 
 
 def load_trace(name: str) -> tuple[FloatArray, float]:
-    """(values, step_seconds) of `<name>.csv` from the shared traces directory."""
-    path = TRACES / f"{name}.csv"
-    if not path.exists():
-        pytest.fail(f"trace {path} is missing; the forecaster tests need the shared traces")
-    table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)
+    """(values, step_seconds) of the repository's trace `<name>.csv`."""
+    table = np.loadtxt(trace_path(name), delimiter=",", skiprows=1, dtype=np.float64)
     return table[:, 1].copy(), float(table[1, 0] - table[0, 0])
 
 
-def assert_valid_forecast(
-    forecast: Forecast, *, horizon: int, levels: tuple[float, ...], nonnegative: bool
-) -> None:
+def assert_valid_forecast(forecast: Forecast, *, horizon: int, levels: tuple[float, ...], nonnegative: bool) -> None:
     assert forecast.values.shape == (horizon, len(levels))
     assert forecast.levels == levels
     assert np.isfinite(forecast.values).all(), forecast.values

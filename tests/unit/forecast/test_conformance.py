@@ -19,6 +19,7 @@ from autoscaler.domain.types import FloatArray
 from autoscaler.forecast.base import DEFAULT_LEVELS, FitError, Forecaster, NotFittedError
 from autoscaler.forecast.ets import ETSForecaster
 from autoscaler.forecast.gbm import GBMForecaster
+from autoscaler.forecast.mstl import MSTLForecaster
 from autoscaler.forecast.naive import NaiveForecaster
 from autoscaler.forecast.scoring import lead_scale, walk_forward
 from autoscaler.forecast.seasonal_naive import SeasonalNaiveForecaster
@@ -39,6 +40,7 @@ BARE: dict[str, Callable[[], Model]] = {
     "naive": NaiveForecaster,
     "seasonal_naive": SeasonalNaiveForecaster,
     "ets": ETSForecaster,
+    "mstl": MSTLForecaster,
     "gbm": lambda: GBMForecaster(max_horizon=8),
     "auto": lambda: AutoForecaster(lead_steps=LEAD),
 }
@@ -146,9 +148,7 @@ def test_fit_returns_self_and_learns_underscore_state(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("levels", [DEFAULT_LEVELS, (0.5,), (0.1, 0.5, 0.9, 0.999)])
-def test_forecast_shape_levels_and_order(
-    fitted: dict[str, Model], name: str, levels: tuple[float, ...]
-) -> None:
+def test_forecast_shape_levels_and_order(fitted: dict[str, Model], name: str, levels: tuple[float, ...]) -> None:
     forecast = fitted[name].predict(20, levels)
     assert_valid_forecast(forecast, horizon=20, levels=levels, nonnegative=True)
     assert forecast.step_seconds == STEP
@@ -269,7 +269,7 @@ def traces() -> dict[str, tuple[FloatArray, float]]:
 
 
 @pytest.mark.parametrize("case", TRACE_CASES, ids=lambda case: case.trace)
-@pytest.mark.parametrize("name", ["seasonal_naive", "ets"])
+@pytest.mark.parametrize("name", ["seasonal_naive", "ets", "mstl"])
 def test_seasonal_models_beat_naive_a_quarter_day_ahead(
     traces: dict[str, tuple[FloatArray, float]], case: TraceCase, name: str
 ) -> None:
@@ -283,7 +283,7 @@ def test_seasonal_models_beat_naive_a_quarter_day_ahead(
 
 
 @pytest.mark.parametrize("case", TRACE_CASES, ids=lambda case: case.trace)
-@pytest.mark.parametrize("name", ["naive", "seasonal_naive", "ets", "gbm"])
+@pytest.mark.parametrize("name", ["naive", "seasonal_naive", "ets", "mstl", "gbm"])
 def test_ninety_percent_intervals_cover_most_held_out_points(
     traces: dict[str, tuple[FloatArray, float]], case: TraceCase, name: str
 ) -> None:

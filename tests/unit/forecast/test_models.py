@@ -13,6 +13,7 @@ from autoscaler.forecast.bands import EmpiricalBand, anchor_horizons, interpolat
 from autoscaler.forecast.ets import ETSForecaster, HoltWintersState, seasonal_profile
 from autoscaler.forecast.gbm import GBMForecaster, _PackedTrees
 from autoscaler.forecast.level import LevelTracker, ewma_levels, level_span
+from autoscaler.forecast.mstl import MSTLForecaster
 from autoscaler.forecast.naive import forward_filled
 from autoscaler.forecast.seasonal_naive import SeasonalNaiveForecaster
 from autoscaler.forecast.window import RecentWindow
@@ -140,3 +141,33 @@ def test_forward_fill_holds_the_last_value_through_gaps() -> None:
 def test_gbm_rejects_unusable_quantiles(quantiles: tuple[float, ...]) -> None:
     with pytest.raises(ValueError, match=r"quantiles|levels"):
         GBMForecaster(quantiles=quantiles).fit(np.ones(300), step_seconds=60)
+
+
+@pytest.mark.parametrize("seed", [0, 5, 7])
+def test_mstl_profile_keeps_bursts_out_where_the_ets_profile_takes_them_in(seed: int) -> None:
+    """A daily swing of +/-30 with 5 % of steps at 3x the median: the profile is the swing."""
+    rng = np.random.default_rng(seed)
+    day, steps = 48, 48 * 8
+    swing = 30 * np.sin(2 * np.pi * np.arange(steps) / day)
+    series = 100 + swing + rng.normal(0, 3, steps)
+    series[rng.random(steps) < 0.05] = 3 * np.median(series)
+    period, robust = MSTLForecaster()._seasonality(series, series, 1800.0)
+    _, averaged = ETSForecaster()._seasonality(series, series, 1800.0)
+    assert period == day
+    assert np.abs(robust - swing[:day]).max() < 12.0
+    assert np.abs(averaged - swing[:day]).max() > 40.0
+
+
+def test_mstl_combines_a_daily_and_a_weekly_cycle() -> None:
+    """Three weeks at 30-minute steps: weekend days run at half the weekday swing."""
+    day, week = 48, 336
+    steps = 3 * week
+    phase = np.arange(steps)
+    weekend = (phase % week) >= 5 * day
+    series = 100 + np.where(weekend, 10.0, 30.0) * np.sin(2 * np.pi * phase / day) - 20.0 * weekend
+    series += np.random.default_rng(1).normal(0, 2, steps)
+    model = MSTLForecaster().fit(series, step_seconds=1800.0)
+    assert model.period_ == week
+    truth = series[-week:] - series[-week:].mean()
+    profile = model.state_.season * model.scale_
+    assert np.abs(profile - truth).mean() < 6.0

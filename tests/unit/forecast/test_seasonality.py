@@ -7,8 +7,10 @@ import pytest
 
 from autoscaler.domain.types import FloatArray
 from autoscaler.forecast.seasonality import (
+    MIN_STRENGTH,
     autocorrelation,
     candidate_periods,
+    clip_spikes,
     detect_periods,
     detect_seasonality,
 )
@@ -104,3 +106,35 @@ def test_real_traces(trace: str, expected: tuple[int, ...]) -> None:
     found = detect_seasonality(values, step_seconds=step)
     assert tuple(period.steps for period in found) == expected
     assert all(0.3 <= period.strength <= 1.0 for period in found)
+
+
+def _spiky_daily(*, step_seconds: float, seed: int, days: int = 7) -> tuple[FloatArray, FloatArray]:
+    """A daily swing of +/-30 % with 5 % noise, and the same with 5 % of steps at 3x the median."""
+    per_day = round(86400 / step_seconds)
+    steps = days * per_day
+    rng = np.random.default_rng(seed)
+    clean = 100 * (1 + 0.3 * np.sin(2 * np.pi * np.arange(steps) / per_day)) + rng.normal(0, 5, steps)
+    spiky = clean.copy()
+    spiky[rng.random(steps) < 0.05] = 3 * np.median(clean)
+    return clean, spiky
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("step_seconds", [60.0, 300.0, 600.0])
+def test_daily_period_is_found_through_spikes_of_three_times_the_median(step_seconds: float, seed: int) -> None:
+    _, spiky = _spiky_daily(step_seconds=step_seconds, seed=seed)
+    per_day = round(86400 / step_seconds)
+    assert detect_periods(spiky, step_seconds=step_seconds) == (per_day,)
+    # Without the clipping the spikes swamp the cycle: the plain autocorrelation is too weak.
+    raw = spiky - spiky.mean()
+    assert autocorrelation(raw, per_day) < MIN_STRENGTH
+
+
+def test_clip_spikes_cuts_bursts_and_keeps_the_cycle() -> None:
+    clean, spiky = _spiky_daily(step_seconds=300.0, seed=4)
+    spiky[10] = np.nan
+    clipped = clip_spikes(spiky, window=7)
+    assert np.isnan(clipped[10])
+    assert np.nanmax(clipped) < 1.4 * clean.max()
+    kept = np.isfinite(clipped) & (spiky == clean)
+    assert np.median(np.abs(clipped[kept] - clean[kept])) < 1.0

@@ -15,6 +15,7 @@ from autoscaler.forecast import selector
 from autoscaler.forecast.base import DEFAULT_LEVELS, FitError, Forecaster, NotFittedError
 from autoscaler.forecast.fallback import FallbackForecaster
 from autoscaler.forecast.naive import NaiveForecaster
+from autoscaler.forecast.scoring import LeadErrors, pinball
 from autoscaler.forecast.selector import AutoForecaster, _best, make_forecaster
 from tests.unit.forecast.conftest import assert_valid_forecast, load_trace
 
@@ -47,10 +48,10 @@ def test_selector_picks_a_seasonal_model_on_nyc_taxi(taxi: tuple[FloatArray, flo
     values, step = taxi
     model = AutoForecaster(lead_steps=4).fit(values, step_seconds=step)
     selection = model.selection_
-    assert selection.chosen in {"seasonal_naive", "ets", "gbm"}
+    assert selection.chosen in {"seasonal_naive", "ets", "mstl", "gbm"}
     assert selection.seasonal_periods == (48, 336)
     scores = {score.model: score for score in selection.scores}
-    assert set(scores) == {"naive", "seasonal_naive", "ets", "gbm"}
+    assert set(scores) == {"naive", "seasonal_naive", "ets", "mstl", "gbm"}
     assert scores[selection.chosen].pinball < scores["naive"].pinball
     assert scores[selection.chosen].mase < 0.8 * scores["naive"].mase
     assert model.predict(4).model == selection.chosen
@@ -95,6 +96,7 @@ def test_every_candidate_failing_falls_back_to_naive(
         "naive": None,
         "seasonal_naive": "FitError: seasonal_naive refuses",
         "ets": "FitError: ets refuses",
+        "mstl": "FitError: mstl refuses",
         "gbm": "FitError: gbm refuses",
     }
     assert model.selection_.chosen == "naive"
@@ -160,7 +162,14 @@ def test_bugs_are_not_swallowed_by_the_fallback() -> None:
 
 @pytest.mark.parametrize(
     ("name", "served_by_short_history"),
-    [("auto", "naive"), ("naive", "naive"), ("seasonal_naive", "naive"), ("ets", "naive"), ("gbm", "naive")],
+    [
+        ("auto", "naive"),
+        ("naive", "naive"),
+        ("seasonal_naive", "naive"),
+        ("ets", "naive"),
+        ("mstl", "naive"),
+        ("gbm", "naive"),
+    ],
 )
 def test_factory_covers_every_metadata_model(name: str, served_by_short_history: str) -> None:
     assert name in MODELS
@@ -174,3 +183,16 @@ def test_factory_covers_exactly_the_spec_models() -> None:
         make_forecaster(name, lead_steps=1)
     with pytest.raises(ValueError, match="unknown model 'prophet'"):
         make_forecaster("prophet", lead_steps=1)
+
+
+def test_upper_tail_pinball_prefers_the_model_whose_tail_holds_the_bursts() -> None:
+    """A sharp median with a thin tail wins on every level alike, loses on the tail a plan uses."""
+    levels = (0.1, 0.5, 0.9, 0.95, 0.99)
+    actual = np.array([100.0] * 18 + [300.0, 300.0])  # bursts on 10 % of the steps
+    sharp = LeadErrors(actual=actual, quantiles=np.tile([99.0, 100.0, 101.0, 102.0, 103.0], (20, 1)), levels=levels)
+    wide = LeadErrors(actual=actual, quantiles=np.tile([40.0, 160.0, 200.0, 300.0, 320.0], (20, 1)), levels=levels)
+    tail = (0.9, 0.95, 0.99)
+    assert sharp.score("sharp", 1.0).pinball < wide.score("wide", 1.0).pinball
+    assert wide.score("wide", 1.0, pinball_levels=tail).pinball < sharp.score("sharp", 1.0, pinball_levels=tail).pinball
+    expected = pinball(actual, wide.quantiles[:, 2:], tail)
+    assert wide.score("wide", 1.0, pinball_levels=tail).pinball == pytest.approx(expected)

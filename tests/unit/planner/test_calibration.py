@@ -110,3 +110,62 @@ def test_sorted_window_holds_exactly_the_last_values_with_ties(size: int, values
         assert len(window) == len(last)
         for level in (0.0, 0.3, 0.5, 1.0):
             assert window.quantile(level) == pytest.approx(float(np.quantile(last, level)), rel=1e-12, abs=1e-12)
+
+
+def spiky_demand(steps: int, *, seed: int) -> np.ndarray:
+    """A level of 100 with 10 % noise, and on 5 % of steps a burst of 3-6x the level."""
+    rng = np.random.default_rng(seed)
+    demand = rng.normal(100.0, 10.0, steps)
+    bursts = rng.random(steps) < 0.05
+    demand[bursts] *= rng.uniform(3.0, 6.0, int(bursts.sum()))
+    return np.maximum(demand, 0.0)
+
+
+def run_spiky(target: float, *, basis: str, steps: int = 20_000) -> tuple[CoverageCalibrator, float, float]:
+    """A model whose quantile is always 100 (it never sees the bursts coming).
+
+    Returns the calibrator and, over the second half of the run, the share of demand
+    and the share of steps the calibrated plans covered.
+    """
+    demand = spiky_demand(steps, seed=11)
+    calibrator = CoverageCalibrator(target_coverage=target, lead_steps=2, basis=basis)
+    served = covered_steps = 0.0
+    for step, actual in enumerate(demand):
+        planned = 100.0 + calibrator.offset(10.0)
+        calibrator.record(Prediction(step + 2, base=100.0, median=100.0, scale=10.0, planned=planned))
+        calibrator.observe(step=step, actual=float(actual), naive_error=10.0)
+        if step >= steps // 2 and step + 2 < steps:
+            later = float(demand[step + 2])
+            served += min(later, planned)
+            covered_steps += later <= planned
+    second_half = demand[steps // 2 + 2 :]
+    return calibrator, served / float(second_half.sum()), covered_steps / second_half.size
+
+
+@pytest.mark.parametrize("target", [0.9, 0.95, 0.99])
+def test_demand_basis_converges_to_the_served_share_on_a_spiky_series(target: float) -> None:
+    calibrator, demand_share, _ = run_spiky(target, basis="demand")
+    assert demand_share == pytest.approx(target, abs=0.01)
+    assert calibrator.achieved_coverage == pytest.approx(target, abs=0.015)
+
+
+def test_steps_basis_covers_steps_but_loses_more_demand_on_the_same_series() -> None:
+    _, demand_share, step_share = run_spiky(0.95, basis="steps")
+    assert step_share == pytest.approx(0.95, abs=0.01)
+    assert demand_share < 0.93  # the 5 % of steps it gives up carry the bursts (0.911 here)
+
+
+def test_demand_basis_moves_the_level_by_the_shortfall_against_the_window_mean() -> None:
+    calibrator = CoverageCalibrator(target_coverage=0.9, lead_steps=1, rate=0.1, basis="demand")
+    calibrator.record(Prediction(1, base=10.0, median=10.0, scale=1.0, planned=10.0))
+    calibrator.observe(step=1, actual=20.0, naive_error=1.0)  # short by 10 of 20; mean actual 20
+    assert calibrator.level == pytest.approx(0.9 + 0.1 * (10.0 - 0.1 * 20.0) / 20.0)
+    calibrator.record(Prediction(2, base=10.0, median=10.0, scale=1.0, planned=10.0))
+    calibrator.observe(step=2, actual=0.0, naive_error=1.0)  # no demand: nothing allowed, no move
+    assert calibrator.level == pytest.approx(0.9 + 0.1 * (10.0 - 0.1 * 20.0) / 20.0)
+    assert calibrator.achieved_coverage == pytest.approx(10.0 / 20.0)
+
+
+def test_an_unknown_basis_is_refused() -> None:
+    with pytest.raises(ValueError, match="coverage basis 'requests'"):
+        CoverageCalibrator(target_coverage=0.9, lead_steps=1, basis="requests")

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,9 +8,9 @@ import pytest
 from autoscaler.domain.types import Selection
 from autoscaler.forecast.base import FitError, Forecaster
 from autoscaler.planner.pipeline import ForecasterFactory, RefitSchedule, TargetPipeline, fit_for
+from tests.traces import trace_path
 from tests.unit.planner.fakes import RandomWalkForecaster, make_spec, random_walk_factory
 
-TRACES = Path("/work/shared/traces")
 STEP = 60.0
 SCHEDULE = RefitSchedule(min_points=10, growth=2.0, interval_seconds=3600.0, min_interval_steps=10)
 
@@ -162,7 +161,7 @@ def test_adversarial_series_keep_every_invariant(name: str) -> None:
 
 
 def test_calibration_converges_on_a_real_trace() -> None:
-    lines = (TRACES / "nab_elb_request_count.csv").read_text().splitlines()[1:]
+    lines = trace_path("nab_elb_request_count").read_text().splitlines()[1:]
     values = [float(line.split(",")[1]) for line in lines]
     spec = make_spec(step="300s", historyWindow="7d", capacityPerReplica="10", targetCoverage="0.9")
     pipeline = TargetPipeline(spec, factory=random_walk_factory)

@@ -78,11 +78,21 @@ def test_reason_reads_like_a_sentence() -> None:
     assert "of 412 at +180s needs 21 replicas (capacity 20/replica); reactive needs" in decision.reason
 
 
-def test_utilisation_scales_current_replicas() -> None:
-    decision, _ = decide(
-        [0.9] * 9, latest=0.6, current=4, spec_keys={"metricKind": "utilisation", "capacityPerReplica": "0.6"}
-    )
-    assert decision.replicas == 6
+def test_utilisation_demand_is_planned_in_replica_units_not_from_current() -> None:
+    """Demand from a utilisation is busy replicas; the plan divides by the target and
+    never multiplies the current replicas again (the runaway of issue 14)."""
+    keys = {
+        "query": "avg(kv_cache_usage)",
+        "metricKind": "utilisation",
+        "capacityPerReplica": "",
+        "targetUtilization": "0.6",
+        "replicaSource": "kubernetes",
+        "workloadName": "llm",
+    }
+    # 2.7 busy replicas at the lead time need ceil(2.7 / 0.6) = 5, whatever the current 40 replicas.
+    decision, _ = decide([2.7] * 9, latest=2.7, current=40, spec_keys={**keys, "scaleDownPercentPerMinute": "100"})
+    assert decision.replicas == 5
+    assert "needs 5 replicas" in decision.reason
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from autoscaler.planner.reactive import reactive_load, reactive_replicas, reactive_utilisation
+from autoscaler.domain.signals import SignalKind
+from autoscaler.planner.reactive import reactive_load, reactive_on_signals, reactive_utilisation
 from tests.unit.planner.fakes import make_spec
 
 LOAD_CASES = [
@@ -52,8 +53,56 @@ def test_reactive_utilisation(value: float, target: float, current: int, expecte
     assert fragment in reason
 
 
-def test_dispatch_on_metric_kind() -> None:
-    load = make_spec(capacityPerReplica="10")
-    utilisation = make_spec(capacityPerReplica="0.5", metricKind="utilisation")
-    assert reactive_replicas(load, latest_value=55.0, current_replicas=1)[0] == 6
-    assert reactive_replicas(utilisation, latest_value=1.0, current_replicas=3)[0] == 6
+UTILISATION_KEYS = {
+    "query": "avg(kv_cache_usage)",
+    "metricKind": "utilisation",
+    "capacityPerReplica": "",
+    "targetUtilization": "0.5",
+    "replicaSource": "kubernetes",
+    "workloadName": "llm",
+}
+SERIES_CASES = [
+    # name, spec keys, values, ready, current, expected replicas, fragment of the reason
+    ("arrivals as AverageValue", {}, {SignalKind.ARRIVALS: 55.0}, 1, 1, 6, "arrivals: demand 55"),
+    ("utilisation on ready pods", UTILISATION_KEYS, {SignalKind.UTILIZATION: 1.0}, 3, 5, 6, "on 3 replicas"),
+    ("missing value keeps current", {}, {}, 4, 4, 4, "no current value"),
+    (
+        "the largest trigger wins",
+        {"query": "", "completionsQuery": "c", "waitingQuery": "w", "drainTime": "100s"},
+        {SignalKind.COMPLETIONS: 20.0, SignalKind.WAITING: 5000.0},
+        2,
+        2,
+        5,
+        "waiting: demand 5000 needs 5",
+    ),
+    (
+        "running alone is not scaled on",
+        {"query": "", "runningQuery": "r"},
+        {SignalKind.RUNNING: 9.0},
+        3,
+        3,
+        3,
+        "no series",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "keys", "values", "ready", "current", "expected", "fragment"),
+    SERIES_CASES,
+    ids=[case[0] for case in SERIES_CASES],
+)
+def test_keda_on_the_raw_series(
+    *,
+    name: str,
+    keys: dict[str, str],
+    values: dict[SignalKind, float],
+    ready: int,
+    current: int,
+    expected: int,
+    fragment: str,
+) -> None:
+    spec = make_spec(**keys)
+    replicas, reason = reactive_on_signals(spec, values=values, ready=ready, current_replicas=current)
+    assert replicas == expected
+    assert fragment in reason

@@ -18,6 +18,8 @@ from autoscaler.domain.snapshot import TargetStatus
 from autoscaler.domain.types import TargetKey
 from autoscaler.services.grpc_scaler import (
     KEDA_CONNECTION_KEYS,
+    MAX_ERROR_CHARACTERS,
+    ExternalScalerService,
     ScalerServiceSettings,
     TargetResolver,
     is_active,
@@ -207,6 +209,44 @@ def test_resolution_is_cached_and_bounded() -> None:
     assert len(resolver) == 2
     assert resolver.resolve(ref(name="a")) is not first  # evicted, parsed again
     assert resolver.resolve(ref(name="a")).key == first.key
+
+
+def test_the_cache_is_bounded_in_bytes_and_errors_are_cut() -> None:
+    """Refused requests near the message limit: the cache holds its byte budget, not its entry count."""
+    resolver = TargetResolver(10_000, max_bytes=256 * 1024)
+    for index in range(100):  # each ~30 KiB of metadata in unknown keys, each refused
+        hostile = {f"{index}-{key}-" + "k" * 100: "v" * 3000 for key in range(10)}
+        with pytest.raises(RpcError) as raised:
+            resolver.resolve(pb2.ScaledObjectRef(name="flood", namespace="prod", scalerMetadata=hostile))
+        assert len(raised.value.message) <= MAX_ERROR_CHARACTERS + 32
+    assert resolver.held_bytes <= 256 * 1024
+    assert len(resolver) < 10
+    long_key = {"k" * 100_000: "v"}
+    with pytest.raises(RpcError) as raised:
+        resolver.resolve(pb2.ScaledObjectRef(name="long-key", namespace="prod", scalerMetadata=long_key))
+    assert "a key of 100000 characters" in raised.value.message
+    assert len(raised.value.message) < 300
+
+
+def test_metadata_over_32_kib_in_all_is_invalid() -> None:
+    keys = ["query", "arrivalsQuery", "completionsQuery", "waitingQuery", "runningQuery", "utilizationQuery",
+            "podsQuery", "presetSelector", "capacityPerReplica"]  # fmt: skip
+    large = pb2.ScaledObjectRef(name="llm", namespace="prod", scalerMetadata={key: "x" * 4000 for key in keys})
+    with pytest.raises(RpcError) as raised:
+        TargetResolver(8).resolve(large)
+    assert raised.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "'scalerMetadata': holds 36" in raised.value.message
+    assert "at most 32768 allowed" in raised.value.message
+
+
+def test_a_metric_name_is_quoted_only_in_part() -> None:
+    service = ExternalScalerService(FakeEngine())
+    request = pb2.GetMetricsRequest(scaledObjectRef=ref(), metricName="m" * 50_000)
+    with pytest.raises(RpcError) as raised:
+        service.get_metrics(request)
+    assert raised.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "(50000 characters)" in raised.value.message
+    assert len(raised.value.message) < 400
 
 
 @pytest.mark.parametrize(

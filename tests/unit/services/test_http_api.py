@@ -19,24 +19,30 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
+from openapi_schema_validator import OAS30Validator
 
 from autoscaler.commands import inspect as inspect_command
-from autoscaler.domain.snapshot import TargetSnapshot, TargetStatus
+from autoscaler.domain.signals import ReplicaCounts, SignalKind, StepSignals
+from autoscaler.domain.snapshot import SignalHistory, TargetSnapshot, TargetStatus
 from autoscaler.domain.spec import metric_name_for, parse_spec, target_key
 from autoscaler.domain.types import Decision, FloatArray, Forecast, ModelScore, as_float_array
+from autoscaler.engine.runtime import TargetRuntime, build_target_snapshot
+from autoscaler.planner.pipeline import TargetPipeline
 from autoscaler.services.http_api import create_http_app, detail_json
-from autoscaler.services.openapi import DEFAULT_HISTORY_POINTS, MAX_HISTORY_POINTS
+from autoscaler.services.openapi import DEFAULT_HISTORY_POINTS, MAX_HISTORY_POINTS, openapi_document
 from autoscaler.services.telemetry import Telemetry
+from autoscaler.sim.backtest import BacktestConfig
+from autoscaler.sim.closed_loop import ClosedLoopConfig, OursClosedLoop, run_closed_loop
+from autoscaler.sim.trace import Trace
+from tests.traces import trace_path
 from tests.unit.services.fake_engine import FakeEngine
 
-TRACES = Path("/work/shared/traces")
 LEVELS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 SECRET_TOKEN = "s3cr3t-endpoint-token"
 TRACE_METADATA: Mapping[str, str] = {
@@ -48,10 +54,32 @@ TRACE_METADATA: Mapping[str, str] = {
     "historyWindow": "1h",
     "maxBufferReplicas": "3",
 }
+SERVED_METADATA: Mapping[str, str] = {
+    "completionsQuery": "sum(rate(vllm:request_success_total[1m]))",
+    "waitingQuery": "sum(vllm:num_requests_waiting)",
+    "replicaSource": "kubernetes",
+    "workloadName": "chat",
+    "capacityPerReplica": "8",
+    "step": "10s",
+    "leadTime": "60s",
+    "nodeLeadTime": "120s",
+    "historyWindow": "1h",
+    "maxBufferReplicas": "3",
+    "model": "seasonal_naive",
+}
+SERVED_CLUSTER = ClosedLoopConfig(
+    backtest=BacktestConfig(
+        step_seconds=10.0,
+        capacity_per_replica=8.0,
+        pod_startup_seconds=60.0,
+        node_startup_seconds=120.0,
+        pods_per_node=4,
+    )
+)
 
 
 def load_trace(name: str) -> FloatArray:
-    with (TRACES / name).open() as handle:
+    with trace_path(name).open() as handle:
         return as_float_array([float(row["value"]) for row in csv.DictReader(handle)])
 
 
@@ -119,7 +147,48 @@ def trace_target(
         last_fit_seconds=0.042,
         last_update_seconds=0.0031,
         prometheus_errors=2,
+        # The trace is the arrivals the query measures, so demand is the raw series itself.
+        signal_histories=(SignalHistory(kind=SignalKind.ARRIVALS, timestamps=timestamps, values=values),),
     )
+
+
+def published(
+    pipeline: TargetPipeline,
+    *,
+    namespace: str,
+    name: str,
+    metadata: Mapping[str, str],
+    now: float,
+    shown: int = DEFAULT_HISTORY_POINTS,
+) -> TargetSnapshot:
+    """The view the engine publishes of `pipeline`, built by the engine's own function."""
+    key = target_key(namespace, name, metadata)
+    runtime = TargetRuntime(
+        key=key,
+        spec=pipeline.spec,
+        metric_name=metric_name_for(key, pipeline.spec),
+        pipeline=pipeline,
+        decision=pipeline.decision,
+        last_sample_at=pipeline.history()[0][-1],
+    )
+    return build_target_snapshot(runtime, now=now, reuse=None, shown=shown)
+
+
+def served_target(*, namespace: str = "llm", name: str = "served", now: float | None = None) -> TargetSnapshot:
+    """The daemon's pipeline after replicas served the Azure trace in the closed-loop simulator.
+
+    It saw only what a scrape shows (completions, the queue) and the ready and desired
+    replicas the cluster model reported, so its raw signals differ from the demand it derived.
+    """
+    now = time.time() if now is None else now
+    values = load_trace("azure_llm2023_conv_rate.csv")
+    end = math.floor((now - 4.0) / 10.0) * 10.0
+    trace = Trace(
+        timestamps=end - 10.0 * np.arange(values.size - 1, -1, -1, dtype=np.float64), values=values, step_seconds=10.0
+    )
+    policy = OursClosedLoop(parse_spec(SERVED_METADATA))
+    run_closed_loop(policy, trace, SERVED_CLUSTER, bundle="completions+waiting")
+    return published(policy.pipeline, namespace=namespace, name=name, metadata=SERVED_METADATA, now=now)
 
 
 class SecretHoldingEngine(FakeEngine):
@@ -208,6 +277,8 @@ async def test_list_has_every_target_sorted(
         "planned_replicas",
         "reactive_replicas",
         "buffer_replicas",
+        "ready_replicas",
+        "desired_replicas",
         "model",
         "last_sample_at",
         "data_age_seconds",
@@ -467,6 +538,143 @@ async def test_page_shell_loads_only_our_assets(api: tuple[str, aiohttp.ClientSe
             assert "https://" not in text
 
 
+@pytest.fixture
+def served() -> TargetSnapshot:
+    return served_target()
+
+
+def schema_errors(body: Any, schema: str) -> list[str]:
+    document = openapi_document()
+    validator = OAS30Validator({"$ref": f"#/components/schemas/{schema}", "components": document["components"]})
+    return [error.message for error in validator.iter_errors(body)]
+
+
+async def test_detail_shows_derived_demand_beside_the_raw_signals(served: TargetSnapshot) -> None:
+    app = create_http_app(engine_with_targets(served), telemetry=Telemetry(process_metrics=False))
+    async with serve(app) as base, aiohttp.ClientSession(base) as session:
+        body = await get_json(session, detail_path(served))
+    assert schema_errors(body, "TargetDetail") == []
+    demand = body["demand"]
+    assert demand["unit"] == "requests/s"
+    completions, waiting = demand["signals"]
+    assert (completions["kind"], completions["unit"], completions["query"]) == (
+        "completions",
+        "requests/s",
+        SERVED_METADATA["completionsQuery"],
+    )
+    assert (waiting["kind"], waiting["unit"], waiting["query"]) == (
+        "waiting",
+        "requests",
+        SERVED_METADATA["waitingQuery"],
+    )
+    assert completions["timestamps"] == body["history"]["timestamps"]
+    assert completions["returned_points"] == body["history"]["returned_points"] == 349
+    # Conservation: where the queue changed, demand is completions plus its change per second.
+    derived = body["history"]["values"]
+    queue = waiting["values"]
+    grew = [i for i in range(1, len(queue)) if queue[i] > queue[i - 1]]
+    assert grew, "the simulated replicas never fell behind"
+    for i in grew:
+        assert derived[i] == pytest.approx(completions["values"][i] + (queue[i] - queue[i - 1]) / 10.0)
+        assert derived[i] > completions["values"][i]
+    derivation = demand["derivation"]
+    assert derivation["source"].startswith("completions")
+    assert derivation["value"] == derived[-1]
+    assert derivation["lower_bound"] is (queue[-1] > 0)
+    assert derivation["description"].startswith("demand ")
+
+
+async def test_detail_shows_observed_replicas_beside_the_planned_ones(served: TargetSnapshot) -> None:
+    app = create_http_app(engine_with_targets(served), telemetry=Telemetry(process_metrics=False))
+    async with serve(app) as base, aiohttp.ClientSession(base) as session:
+        body = await get_json(session, detail_path(served))
+        fewer = await get_json(session, detail_path(served) + "?points=30")
+        listing = await get_json(session, "/api/v1/targets")
+    observed, decision = served.observed_replicas, served.decision
+    assert observed is not None and decision is not None and served.replica_history is not None
+    replicas = body["replicas"]
+    assert replicas["source"] == "kubernetes" and body["spec"]["replica_source"] == "kubernetes"
+    assert (replicas["ready"], replicas["desired"]) == (observed.ready, observed.desired)
+    assert (replicas["planned"], replicas["reactive"]) == (decision.replicas, decision.reactive_replicas)
+    history = replicas["history"]
+    assert history["ready"] == served.replica_history.ready.tolist()
+    assert history["desired"] == served.replica_history.desired.tolist()
+    assert history["timestamps"][-1] == body["history"]["timestamps"][-1]
+    assert len(set(history["ready"])) > 1, "the cluster never scaled"
+    (summary,) = listing["targets"]
+    assert (summary["ready_replicas"], summary["desired_replicas"]) == (observed.ready, observed.desired)
+    # `points` trims every series alike.
+    assert fewer["replicas"]["history"]["ready"] == history["ready"][-30:]
+    assert [s["returned_points"] for s in fewer["demand"]["signals"]] == [30, 30]
+    assert fewer["demand"]["signals"][1]["values"] == body["demand"]["signals"][1]["values"][-30:]
+
+
+def test_a_censored_step_is_shown_as_a_lower_bound() -> None:
+    now = 1_800_000_000.0
+    pipeline = TargetPipeline(parse_spec(SERVED_METADATA))
+    for step, (done, queued) in enumerate([(16.0, 0.0), (16.0, 5.0), (16.0, 12.0)]):
+        pipeline.observe_step(
+            StepSignals(
+                timestamp=now - 30.0 + 10.0 * step,
+                values={SignalKind.COMPLETIONS: done, SignalKind.WAITING: queued},
+                replicas=ReplicaCounts(ready=2, desired=3),
+            )
+        )
+    pipeline.decide(now)
+    target = published(pipeline, namespace="llm", name="busy", metadata=SERVED_METADATA, now=now)
+    body = detail_json(engine_with_targets(target).snapshot(), target, points=10)
+    assert schema_errors(body, "TargetDetail") == []
+    derivation = body["demand"]["derivation"]
+    assert derivation["lower_bound"] is True and derivation["saturated"] is True
+    assert derivation["value"] == pytest.approx(16.0 + 7.0 / 10.0)
+    assert derivation["description"].startswith("demand at least 16.7 from completions")
+    assert body["replicas"]["history"]["ready"] == [2.0, 2.0, 2.0]
+    assert body["replicas"]["history"]["desired"] == [3.0, 3.0, 3.0]
+    assert body["replicas"]["desired"] == 3 and body["replicas"]["ready"] == 2
+
+
+def test_the_published_view_trims_every_series_alike() -> None:
+    pipeline = TargetPipeline(parse_spec(SERVED_METADATA))
+    for step in range(200):
+        replicas = None if step % 7 == 0 else ReplicaCounts(ready=2 + step // 50, desired=3 + step // 50)
+        values = {SignalKind.COMPLETIONS: 10.0 + step, SignalKind.WAITING: float(step % 3)}
+        pipeline.observe_step(StepSignals(timestamp=1e9 + 10.0 * step, values=values, replicas=replicas))
+    target = published(pipeline, namespace="llm", name="trim", metadata=SERVED_METADATA, now=1e9 + 2000.0, shown=50)
+    replicas = target.replica_history
+    assert replicas is not None
+    assert [signal.kind for signal in target.signal_histories] == [SignalKind.COMPLETIONS, SignalKind.WAITING]
+    series = [
+        (target.history_timestamps, target.history_values),
+        *((signal.timestamps, signal.values) for signal in target.signal_histories),
+        (replicas.timestamps, replicas.ready),
+        (replicas.timestamps, replicas.desired),
+    ]
+    for timestamps, values in series:
+        assert timestamps.size == values.size == 50  # steps 150-199
+        assert timestamps[-1] == 1e9 + 1990.0
+        assert not values.flags.writeable  # views of the pipeline's windows, not copies
+    assert target.signal_histories[0].values[-1] == 10.0 + 199
+    # Step 196 had no replica count: a gap, never the count before it carried over.
+    assert math.isnan(replicas.ready[196 - 150]) and math.isnan(replicas.desired[196 - 150])
+    assert (replicas.ready[-1], replicas.desired[-1]) == (5.0, 6.0)
+
+
+def test_a_target_never_observed_has_no_replica_history(chat: TargetSnapshot) -> None:
+    body = detail_json(engine_with_targets(chat).snapshot(), chat, points=20)
+    assert schema_errors(body, "TargetDetail") == []
+    assert body["replicas"] == {
+        "source": "none",
+        "ready": None,
+        "desired": None,
+        "planned": chat.decision.replicas if chat.decision else None,
+        "reactive": chat.decision.reactive_replicas if chat.decision else None,
+        "history": None,
+    }
+    (arrivals,) = body["demand"]["signals"]
+    assert arrivals["kind"] == "arrivals" and arrivals["values"] == body["history"]["values"]
+    assert body["demand"]["derivation"] is None
+
+
 def test_detail_json_is_strict_json(chat: TargetSnapshot) -> None:
     engine = engine_with_targets(chat)
     text = json.dumps(detail_json(engine.snapshot(), chat, points=10), allow_nan=False)
@@ -491,13 +699,25 @@ async def test_inspect_prints_a_table_of_targets(api: tuple[str, aiohttp.ClientS
     code, out, _ = await run_inspect("--url", api[0])
     assert code == 0
     header, *rows = out.strip().splitlines()
-    assert header.split() == ["TARGET", "STATUS", "MODE", "PLANNED", "REACTIVE", "BUFFER", "MODEL", "DATA", "AGE"]
+    assert header.split() == [
+        "TARGET",
+        "STATUS",
+        "MODE",
+        "READY",
+        "PLANNED",
+        "REACTIVE",
+        "BUFFER",
+        "MODEL",
+        "DATA",
+        "AGE",
+    ]
     assert len(rows) == 3
     assert chat.decision is not None
-    assert rows[1].split()[:6] == [
+    assert rows[1].split()[:7] == [
         str(chat.key),
         "ready",
         "active",
+        "-",
         str(chat.decision.replicas),
         str(chat.decision.reactive_replicas),
         str(chat.decision.buffer_replicas),
@@ -514,11 +734,30 @@ async def test_inspect_shows_one_target_with_sparklines(
     assert f"planned {chat.decision.replicas}  reactive {chat.decision.reactive_replicas}" in out
     assert "seasonal_naive" in out and "gbm failed: too short" in out
     assert "94.0% achieved / 95.0% target" in out
-    chart = [line for line in out.splitlines() if "│" in line and "history" in line]
+    chart = [line for line in out.splitlines() if "│" in line and "demand" in line]
     assert len(chart) == 1
-    history, forecast = chart[0].split("  history")[0].split("│")
+    history, forecast = chart[0].split("  demand")[0].split("│")
     assert len(history) == 40 and set(history) <= set(inspect_command.TICKS)
     assert chat.forecast is not None and len(forecast) == chat.forecast.horizon
+
+
+async def test_inspect_shows_observed_replicas_and_the_demand_derivation(served: TargetSnapshot) -> None:
+    app = create_http_app(engine_with_targets(served), telemetry=Telemetry(process_metrics=False))
+    async with serve(app) as base:
+        code, out, _ = await run_inspect(str(served.key), "--url", base, "--points", "50")
+        listed, table, _ = await run_inspect("--url", base)
+    assert code == listed == 0
+    observed, decision, derivation = served.observed_replicas, served.decision, served.demand_derivation
+    assert observed is not None and decision is not None and derivation is not None
+    assert (
+        f"observed  ready {observed.ready}  desired {observed.desired}  vs planned {decision.replicas}  "
+        "(replicaSource kubernetes)"
+    ) in out
+    assert f"derived   {derivation.description} (requests/s" in out
+    sparklines = {line.split()[1]: line.split()[0] for line in out.splitlines() if line.endswith(("(raw)", "replicas"))}
+    assert set(sparklines) == {"completions", "waiting", "ready", "desired"}
+    assert all(len(chars) == 50 and set(chars) <= set(inspect_command.TICKS) for chars in sparklines.values())
+    assert table.splitlines()[1].split()[3:5] == [str(observed.ready), str(decision.replicas)]
 
 
 async def test_inspect_lists_the_triggers_of_a_scaled_object(api: tuple[str, aiohttp.ClientSession]) -> None:

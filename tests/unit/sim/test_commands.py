@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from autoscaler.commands import backtest, simulate
+from tests.traces import trace_path
 
-TRACE = Path("/work/shared/traces/azure_llm2023_conv_rate.csv")  # 349 rows, 10-s steps
+TRACE = trace_path("azure_llm2023_conv_rate")  # 349 rows, 10-s steps
 CLUSTER_FLAGS = [
     "--step-seconds", "10", "--capacity", "5", "--pod-startup-seconds", "60",
     "--node-startup-seconds", "120", "--pods-per-node", "4",

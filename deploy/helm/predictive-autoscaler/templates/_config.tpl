@@ -31,20 +31,18 @@ prometheus:
   {{- end }}
 grpc:
   port: {{ .Values.service.grpcPort }}
-  {{- with .Values.config.grpc }}
-  {{- if .server }}
-  server: {{ .server }}
-  {{- end }}
-  {{- end }}
-  {{- if .Values.tls.enabled }}
+  {{- if include "pa.tlsEnabled" . }}
   tlsCertFile: {{ include "pa.tlsDir" . }}/tls.crt
   tlsKeyFile: {{ include "pa.tlsDir" . }}/tls.key
   {{- end }}
-  {{- if .Values.tls.clientCA.existingSecret }}
-  clientCaFile: {{ include "pa.clientCaDir" . }}/{{ .Values.tls.clientCA.key }}
+  {{- if include "pa.mutualTls" . }}
+  clientCaFile: {{ include "pa.tlsDir" . }}/ca.crt
   {{- end }}
 http:
   port: {{ .Values.service.httpPort }}
+  {{- with .Values.config.http }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 leaderElection:
   enabled: {{ .Values.config.leaderElection.enabled }}
   leaseName: {{ include "pa.leaseName" . | quote }}
@@ -65,6 +63,10 @@ engine:
   {{ $key }}: {{ index $engine $key }}
   {{- end }}
   {{- end }}
+{{- end }}
+{{- with .Values.config.limits }}
+limits:
+  {{- toYaml . | nindent 2 }}
 {{- end }}
 log:
   level: {{ .Values.config.log.level }}

@@ -64,7 +64,56 @@ app.kubernetes.io/part-of: predictive-autoscaler
 {{/* Where the daemon finds its files inside the container. */}}
 {{- define "pa.configDir" -}}/etc/predictive-autoscaler{{- end -}}
 {{- define "pa.tlsDir" -}}/etc/predictive-autoscaler/tls{{- end -}}
-{{- define "pa.clientCaDir" -}}/etc/predictive-autoscaler/client-ca{{- end -}}
+
+{{/*
+TLS of the gRPC port. pa.tlsEnabled is "true" unless tls.mode is insecure-plaintext;
+pa.certificateSource resolves tls.source auto to cert-manager or chart.
+*/}}
+{{- define "pa.tlsEnabled" -}}
+{{- if ne .Values.tls.mode "insecure-plaintext" -}}true{{- end -}}
+{{- end -}}
+
+{{- define "pa.mutualTls" -}}
+{{- if eq .Values.tls.mode "mutual-tls" -}}true{{- end -}}
+{{- end -}}
+
+{{- define "pa.certificateSource" -}}
+{{- if eq .Values.tls.source "auto" -}}
+{{- if .Capabilities.APIVersions.Has "cert-manager.io/v1" -}}cert-manager{{- else -}}chart{{- end -}}
+{{- else -}}
+{{- .Values.tls.source -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The server's Secret (release namespace): tls.crt, tls.key and ca.crt. */}}
+{{- define "pa.serverSecretName" -}}
+{{- if eq (include "pa.certificateSource" .) "existing" -}}
+{{- required "tls.source existing needs tls.existingSecret" .Values.tls.existingSecret -}}
+{{- else -}}
+{{- printf "%s-tls" (include "pa.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* KEDA's client Secret (keda.namespace): tls.crt, tls.key and ca.crt. */}}
+{{- define "pa.clientSecretName" -}}
+{{- if eq (include "pa.certificateSource" .) "existing" -}}
+{{- required "tls.source existing needs tls.existingClientSecret" .Values.tls.existingClientSecret -}}
+{{- else -}}
+{{- printf "%s-keda-client" (include "pa.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "pa.triggerAuthenticationName" -}}
+{{- default (include "pa.fullname" .) .Values.keda.clusterTriggerAuthentication.name -}}
+{{- end -}}
+
+{{/* The names KEDA may dial the server by: the Service, short and fully qualified, and tls.extraDnsNames. */}}
+{{- define "pa.serverDnsNames" -}}
+{{- $name := include "pa.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $names := list $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "%s.%s.svc.cluster.local" $name $ns) -}}
+{{- toJson (concat $names .Values.tls.extraDnsNames) -}}
+{{- end -}}
 {{- define "pa.prometheusSecretsDir" -}}/etc/predictive-autoscaler/prometheus{{- end -}}
 
 {{/*
@@ -74,7 +123,7 @@ deploy/rbac/rules.yaml; files/rbac-rules.yaml is a byte-identical copy
 */}}
 {{- define "pa.rbacRules" -}}
 {{- $rules := .Files.Get "files/rbac-rules.yaml" | fromYaml -}}
-{{- range $key := list "clusterRules" "namespaceRules" "leaseRules" -}}
+{{- range $key := list "clusterRules" "namespaceRules" "leaseRules" "metricsReaderRules" "inspectorRules" -}}
 {{- if not (hasKey $rules $key) -}}
 {{- fail (printf "files/rbac-rules.yaml has no %s list" $key) -}}
 {{- end -}}
