@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from autoscaler.sim.trace import Trace, parse_trace
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 TEST_TRACES = REPOSITORY / "tests" / "data" / "traces"
 """Copies of the development traces the tests need (provenance in its NOTICE.md)."""
@@ -21,6 +23,12 @@ def trace_path(name: str) -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError(f"trace {file_name} is in none of {', '.join(map(str, TRACE_DIRS))}")
+
+
+def read_trace(path: Path) -> Trace:
+    """The trace in CSV file `path`."""
+    with path.open() as handle:
+        return parse_trace(handle)
 
 
 def add_traces_option(parser: argparse.ArgumentParser) -> None:

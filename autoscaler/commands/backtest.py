@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from autoscaler.commands import closed_loop, frontier
+from autoscaler.commands.argtypes import between, non_negative, positive
 from autoscaler.domain.errors import SpecError, TraceError
 from autoscaler.domain.spec import COVERAGE_BASES, DEFAULT_COVERAGE_BASIS, MODELS
 from autoscaler.sim.backtest import (
@@ -40,32 +41,8 @@ class CommandError(Exception):
     """A user-facing failure: printed as one line, exit code 2."""
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be zero or a positive number")
-    return value
-
-
-def _coverage(text: str) -> float:
-    value = float(text)
-    if not 0.5 <= value <= 0.999:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0.5 and 0.999")
-    return value
-
-
-def _pods_per_node(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 256:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 1 and 256")
-    return value
+_coverage = between(0.5, 0.999, parse=float, name="_coverage")
+_pods_per_node = between(1, 256, parse=int, name="_pods_per_node")
 
 
 def add_trace_command(
@@ -82,10 +59,10 @@ def add_trace_command(
 def _add_trace_arguments(parser: argparse.ArgumentParser) -> None:
     """The trace and the cluster model."""
     parser.add_argument("trace", type=Path, metavar="TRACE.csv", help="CSV with header timestamp,value")
-    parser.add_argument("--step-seconds", type=_positive, required=True, help="the trace's step")
-    parser.add_argument("--capacity", type=_positive, required=True, help="demand one replica serves")
-    parser.add_argument("--pod-startup-seconds", type=_non_negative, required=True, help="pod start to ready")
-    parser.add_argument("--node-startup-seconds", type=_non_negative, required=True, help="new node to ready")
+    parser.add_argument("--step-seconds", type=positive, required=True, help="the trace's step")
+    parser.add_argument("--capacity", type=positive, required=True, help="demand one replica serves")
+    parser.add_argument("--pod-startup-seconds", type=non_negative, required=True, help="pod start to ready")
+    parser.add_argument("--node-startup-seconds", type=non_negative, required=True, help="new node to ready")
     parser.add_argument("--pods-per-node", type=_pods_per_node, required=True, help="serving pods per node")
     parser.add_argument(
         "--target-coverage", type=_coverage, default=0.95, help="share of demand (or steps) to cover (default 0.95)"

@@ -9,9 +9,9 @@ on the same series, ours on arrivals and the oracle.
 from __future__ import annotations
 
 import argparse
-import math
 from concurrent.futures import ProcessPoolExecutor
 
+from autoscaler.commands.argtypes import between, non_negative
 from autoscaler.sim.backtest import BacktestConfig
 from autoscaler.sim.closed_loop import (
     BUNDLES,
@@ -23,19 +23,7 @@ from autoscaler.sim.closed_loop import (
 )
 from autoscaler.sim.trace import Trace
 
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be zero or a positive number")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.05 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0.05 and 1")
-    return value
+_fraction = between(0.05, 1.0, parse=float, name="_fraction")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,14 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="serve the trace's arrivals with the replicas each policy asks for; compare per signal bundle",
     )
-    group.add_argument("--patience-seconds", type=_non_negative, default=120.0, help="a queued request gives up after")
+    group.add_argument("--patience-seconds", type=non_negative, default=120.0, help="a queued request gives up after")
     group.add_argument(
-        "--scrape-delay-seconds", type=_non_negative, default=0.0, help="extra age of the newest scrape (default 0)"
+        "--scrape-delay-seconds", type=non_negative, default=0.0, help="extra age of the newest scrape (default 0)"
     )
     group.add_argument(
         "--target-utilization", type=_fraction, default=0.8, help="targetUtilization of the utilisation bundle"
     )
-    group.add_argument("--drain-time-seconds", type=_non_negative, default=120.0, help="drainTime (default 120)")
+    group.add_argument("--drain-time-seconds", type=non_negative, default=120.0, help="drainTime (default 120)")
     group.add_argument(
         "--bundle", choices=tuple(BUNDLES), action="append", help="signal bundle(s) to compare; default all"
     )

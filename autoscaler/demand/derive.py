@@ -50,6 +50,11 @@ class DemandEstimate:
     saturated: bool = False
     """The ready replicas ran at capacity: demand may be any amount above `value`."""
 
+    @classmethod
+    def at_saturation(cls, value: float, *, source: str, note: str) -> DemandEstimate:
+        """Saturated replicas show only a lower bound: what they served, not what was offered."""
+        return cls(value=value, source=source, lower_bound=True, note=note, saturated=True)
+
     def describe(self) -> str:
         if math.isnan(self.value):
             return f"demand unknown ({self.note or self.source})"
@@ -139,13 +144,8 @@ def _conservation(
     value = max(0.0, completions + (change or 0.0))
     capacity = None if ready is None else ready * units.capacity_per_replica
     if capacity is not None and capacity > 0 and completions >= units.saturation * capacity:
-        return DemandEstimate(
-            value=value,
-            source=source,
-            lower_bound=True,
-            note=f"completions at {completions / capacity:.0%} of the {ready} ready replicas' capacity",
-            saturated=True,
-        )
+        note = f"completions at {completions / capacity:.0%} of the {ready} ready replicas' capacity"
+        return DemandEstimate.at_saturation(value, source=source, note=note)
     waiting = finite(step, SignalKind.WAITING)
     if waiting is not None and waiting > 0:
         return DemandEstimate(
@@ -165,11 +165,6 @@ def _from_utilisation(utilisation: float, *, units: DemandUnits, ready: int | No
     share = min(max(utilisation, 0.0), 1.0)
     value = share * ready * units.capacity_per_replica / units.target_utilization
     if share >= units.saturation:
-        return DemandEstimate(
-            value=value,
-            source=source,
-            lower_bound=True,
-            note=f"utilisation {share:.0%} is at saturation, so the replicas cannot show more",
-            saturated=True,
-        )
+        note = f"utilisation {share:.0%} is at saturation, so the replicas cannot show more"
+        return DemandEstimate.at_saturation(value, source=source, note=note)
     return DemandEstimate(value=value, source=source)

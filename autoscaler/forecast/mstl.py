@@ -58,15 +58,18 @@ class MSTLForecaster(ETSForecaster):
         min_points: int = 10,
         max_anchor: int = 1024,
     ) -> None:
-        # Every hyperparameter ETS reads, set here rather than through ETS' __init__:
-        # its single `period` is not one of this model's parameters.
-        self.seasonal_smoothing = seasonal_smoothing
-        self.profile_cycles = profile_cycles
-        self.min_cycles = min_cycles
-        self.max_fit_points = max_fit_points
-        self.max_recursion_points = max_recursion_points
-        self.min_points = min_points
-        self.max_anchor = max_anchor
+        # ETS' single `period` is not one of this model's parameters (get_params reads
+        # this signature); it stays None, and `_seasonality` below never reads it.
+        super().__init__(
+            period=None,
+            seasonal_smoothing=seasonal_smoothing,
+            profile_cycles=profile_cycles,
+            min_cycles=min_cycles,
+            max_fit_points=max_fit_points,
+            max_recursion_points=max_recursion_points,
+            min_points=min_points,
+            max_anchor=max_anchor,
+        )
         self.periods = periods
         self.points_per_cycle = points_per_cycle
 

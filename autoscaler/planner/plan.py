@@ -49,6 +49,11 @@ class PlannerState:
 
     recommendations: tuple[tuple[float, int], ...] = ()
     last_decided_at: float | None = None
+    rate_floor: float | None = None
+    """The unrounded floor of the last decision the scale-down rate limit held, which the
+    next one counts down from. Counted from each step's current replicas instead, every
+    short step's share rounded back up to no change at all (50 %/min at 10 s steps held
+    8 replicas for ever)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +148,17 @@ def damp(
     if held > raw:
         replicas = held
         note = f"; holding {held} within scale-down window until {_clock(held_at + stabilization_seconds)}"
+    rate_floor = None
     if percent_per_minute is not None and replicas < current_replicas and state.last_decided_at is not None:
         elapsed = max(0.0, now - state.last_decided_at)
         share = min(1.0, percent_per_minute / 100.0 * elapsed / 60.0)
-        floor = math.ceil(current_replicas * (1.0 - share) - 1e-9)
+        counted_from = float(current_replicas) if state.rate_floor is None else min(current_replicas, state.rate_floor)
+        exact = counted_from * (1.0 - share)
+        floor = math.ceil(exact - 1e-9)
         if floor > replicas:
-            replicas = floor
+            replicas, rate_floor = floor, exact
             note += f"; scale-down limited to {percent_per_minute:g}%/min, so {floor}"
-    return replicas, note, PlannerState(recommendations=recommendations, last_decided_at=now)
+    return replicas, note, PlannerState(recommendations=recommendations, last_decided_at=now, rate_floor=rate_floor)
 
 
 def _reactive_only(

@@ -16,17 +16,16 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from autoscaler.domain.signals import ReplicaCounts, SignalKind, StepSignals
 from autoscaler.domain.spec import SIGNAL_KEYS, ScalerSpec, parse_spec
 from autoscaler.planner.pipeline import TargetPipeline, fit_for
-from autoscaler.planner.plan import PlannerState, damp
 from autoscaler.planner.reactive import reactive_on_signals
 from autoscaler.sim.backtest import BacktestConfig, initial_replicas
 from autoscaler.sim.cluster import Cluster
-from autoscaler.sim.policies import HPA_STABILIZATION_SECONDS, OraclePolicy, PolicyDecision
+from autoscaler.sim.policies import HpaStabilisation, OraclePolicy, PolicyDecision
 from autoscaler.sim.serving import ServingConfig, ServingModel, ServingTotals
 from autoscaler.sim.trace import Trace
 
@@ -114,21 +113,14 @@ class KedaClosedLoop:
     def __init__(self, spec: ScalerSpec) -> None:
         self.spec = spec
         self._latest: Mapping[SignalKind, float] = {}
-        self._state = PlannerState()
+        self._stabilised = HpaStabilisation()
 
     def decide(self, now: float, replicas: ReplicaCounts) -> PolicyDecision:
         current = replicas.ready if replicas.desired is None else replicas.desired
         raw, reason = reactive_on_signals(
             self.spec, values=self._latest, ready=replicas.ready, current_replicas=current
         )
-        stabilised, _, self._state = damp(
-            now=now,
-            raw=raw,
-            current_replicas=current,
-            state=self._state,
-            stabilization_seconds=HPA_STABILIZATION_SECONDS,
-            percent_per_minute=None,
-        )
+        stabilised = self._stabilised(now=now, raw=raw, current_replicas=current)
         return PolicyDecision(replicas=stabilised, buffer_replicas=0, forecast=math.nan, reason=reason)
 
     def observe(self, signals: StepSignals) -> None:
@@ -223,25 +215,11 @@ def closed_loop_jobs(bundles: tuple[str, ...]) -> list[tuple[str, str]]:
 def bundle_rows(runs: list[ClosedLoopRun], bundle: str) -> list[ClosedLoopRun]:
     """The four rows of a bundle's table: ours, KEDA/HPA, ours on arrivals, the oracle."""
     by_key = {(run.name, run.bundle): run for run in runs}
-    ours_on_arrivals = by_key[(OURS, "arrivals")]
-    oracle = by_key[(ORACLE, "arrivals")]
     return [
         by_key[(OURS, bundle)],
         by_key[(KEDA, bundle)],
-        ClosedLoopRun(
-            name=OURS_ON_ARRIVALS,
-            bundle=bundle,
-            serving=ours_on_arrivals.serving,
-            replica_steps=ours_on_arrivals.replica_steps,
-            node_steps=ours_on_arrivals.node_steps,
-        ),
-        ClosedLoopRun(
-            name=ORACLE,
-            bundle=bundle,
-            serving=oracle.serving,
-            replica_steps=oracle.replica_steps,
-            node_steps=oracle.node_steps,
-        ),
+        replace(by_key[(OURS, "arrivals")], name=OURS_ON_ARRIVALS, bundle=bundle),
+        replace(by_key[(ORACLE, "arrivals")], bundle=bundle),
     ]
 
 

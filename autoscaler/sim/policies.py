@@ -43,6 +43,25 @@ class Policy(Protocol):
     def observe(self, now: float, value: float) -> None: ...
 
 
+class HpaStabilisation:
+    """The HPA's default damping: never below the highest recommendation of the last
+    five minutes, and no limit on the rate of change."""
+
+    def __init__(self) -> None:
+        self._state = PlannerState()
+
+    def __call__(self, *, now: float, raw: int, current_replicas: int) -> int:
+        replicas, _, self._state = damp(
+            now=now,
+            raw=raw,
+            current_replicas=current_replicas,
+            state=self._state,
+            stabilization_seconds=HPA_STABILIZATION_SECONDS,
+            percent_per_minute=None,
+        )
+        return replicas
+
+
 class ReactivePolicy:
     """KEDA/HPA: the last observed value (one step late), 10% tolerance, 5-minute window."""
 
@@ -51,10 +70,12 @@ class ReactivePolicy:
     def __init__(self, spec: ScalerSpec) -> None:
         self.spec = spec
         self._latest = math.nan
-        self._state = PlannerState()
+        self._stabilised = HpaStabilisation()
 
     def decide(self, now: float, current_replicas: int) -> PolicyDecision:
-        replicas = self._stabilised(now, self._recommendation(current_replicas), current_replicas)
+        replicas = self._stabilised(
+            now=now, raw=self._recommendation(current_replicas), current_replicas=current_replicas
+        )
         return PolicyDecision(replicas=replicas, buffer_replicas=0, forecast=math.nan)
 
     def _recommendation(self, current_replicas: int) -> int:
@@ -64,17 +85,6 @@ class ReactivePolicy:
             current_replicas=current_replicas,
             min_replicas=self.spec.min_replicas,
             max_replicas=self.spec.max_replicas,
-        )
-        return replicas
-
-    def _stabilised(self, now: float, raw: int, current_replicas: int) -> int:
-        replicas, _, self._state = damp(
-            now=now,
-            raw=raw,
-            current_replicas=current_replicas,
-            state=self._state,
-            stabilization_seconds=HPA_STABILIZATION_SECONDS,
-            percent_per_minute=None,
         )
         return replicas
 
@@ -114,7 +124,7 @@ class HoltWintersPolicy(ReactivePolicy):
             raw = clamp_replicas(
                 max(predicted, reactive), min_replicas=self.spec.min_replicas, max_replicas=self.spec.max_replicas
             )
-        replicas = self._stabilised(now, raw, current_replicas)
+        replicas = self._stabilised(now=now, raw=raw, current_replicas=current_replicas)
         return PolicyDecision(replicas=replicas, buffer_replicas=0, forecast=forecast)
 
     def observe(self, now: float, value: float) -> None:

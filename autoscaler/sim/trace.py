@@ -30,6 +30,11 @@ class Trace:
     def __len__(self) -> int:
         return int(self.values.size)
 
+    @property
+    def span_seconds(self) -> float:
+        """The time the rows cover: from the first row to the end of the last row's step."""
+        return float(self.timestamps[-1] - self.timestamps[0]) + self.step_seconds
+
 
 def _number(text: str, *, line: int, column: str) -> float:
     try:

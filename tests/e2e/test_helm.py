@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -803,6 +804,40 @@ def test_upgrade_keeps_the_generated_certificates(helm: Helm, cluster: Cluster, 
     assert [_installed_secret(cluster, name, namespace) for name, namespace in names] == before
 
 
+@contextlib.contextmanager
+def _chart_daemon(
+    tmp_path: Path, daemon_config: dict[str, Any], *, env: dict[str, str]
+) -> Iterator[tuple[subprocess.Popen[bytes], int, int, Path]]:
+    """`autoscaler serve` here on the chart's configuration, with the chart's TLS files in
+    `tmp_path` (tls.crt, tls.key, ca.crt) and `env` added: (process, gRPC port, HTTP port, log).
+    Stopped with SIGTERM on exit (killed after 30 s), so the caller can check its exit code."""
+    daemon_config["grpc"] |= {
+        "tlsCertFile": str(tmp_path / "tls.crt"),
+        "tlsKeyFile": str(tmp_path / "tls.key"),
+        "clientCaFile": str(tmp_path / "ca.crt"),
+    }
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(daemon_config))
+    grpc_port, http_port = free_port(), free_port()
+    # No admin credentials reach the daemon: only the kubeconfig in its configuration.
+    environment = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
+    environment |= env | {"PYTHONPATH": str(REPO_ROOT)}
+    log = tmp_path / "daemon.log"
+    command = [sys.executable, "-m", "autoscaler", "serve", "--config", str(config_file), "--host", "127.0.0.1"]
+    command += ["--grpc-port", str(grpc_port), "--http-port", str(http_port), "--log-format", "text"]
+    with log.open("wb") as output:
+        daemon = subprocess.Popen(command, env=environment, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        yield daemon, grpc_port, http_port, log
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+
+
 def test_daemon_serves_keda_and_writes_placeholders_as_the_charts_service_account(
     cluster: Cluster, release: Release, demand: DemandSource, tmp_path: Path
 ) -> None:
@@ -827,24 +862,9 @@ def test_daemon_serves_keda_and_writes_placeholders_as_the_charts_service_accoun
     keda_pair = _installed_secret(cluster, f"{release.fullname}-keda-client", KEDA_NAMESPACE)
     for key, value in server_pair.items():
         (tmp_path / key).write_bytes(value)
-    daemon_config["grpc"] |= {
-        "tlsCertFile": str(tmp_path / "tls.crt"),
-        "tlsKeyFile": str(tmp_path / "tls.key"),
-        "clientCaFile": str(tmp_path / "ca.crt"),
-    }
     daemon_config["http"]["auth"]["authenticateLoopback"] = True
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(daemon_config))
-    grpc_port, http_port = free_port(), free_port()
-    # No admin credentials reach the daemon: only the kubeconfig in its configuration.
-    env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
-    env |= {"POD_NAME": "helm-e2e-daemon", "POD_NAMESPACE": NAMESPACE, "PYTHONPATH": str(REPO_ROOT)}
-    log = tmp_path / "daemon.log"
-    command = [sys.executable, "-m", "autoscaler", "serve", "--config", str(config_file), "--host", "127.0.0.1"]
-    command += ["--grpc-port", str(grpc_port), "--http-port", str(http_port), "--log-format", "text"]
-    with log.open("wb") as output:
-        daemon = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
-    try:
+    pod = {"POD_NAME": "helm-e2e-daemon", "POD_NAMESPACE": NAMESPACE}
+    with _chart_daemon(tmp_path, daemon_config, env=pod) as (daemon, grpc_port, http_port, log):
         lease_name = daemon_config["leaderElection"]["leaseName"]
         _wait_for(
             "the daemon to take the Lease",
@@ -906,13 +926,6 @@ def test_daemon_serves_keda_and_writes_placeholders_as_the_charts_service_accoun
         appliers = {entry["manager"] for entry in written["metadata"]["managedFields"] if entry["operation"] == "Apply"}
         assert appliers == {"predictive-autoscaler"}
         assert 0 <= written["spec"]["replicas"] <= 2
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
     assert daemon.returncode == 0, log.read_text()[-4000:]
     assert _lease_holder(cluster, lease_name) == "", "the daemon did not release the Lease on SIGTERM"
 
@@ -996,23 +1009,7 @@ def test_keda_reaches_the_scaler_over_mutual_tls_through_the_cluster_trigger_aut
         )
         daemon_config["prometheus"]["endpoints"] = [{"name": "default", "url": demand.prometheus_url}]
         assert daemon_config["grpc"]["clientCaFile"]  # mutual TLS by default
-        daemon_config["grpc"] |= {
-            "tlsCertFile": str(tmp_path / "tls.crt"),
-            "tlsKeyFile": str(tmp_path / "tls.key"),
-            "clientCaFile": str(tmp_path / "ca.crt"),
-        }
-        config_file = tmp_path / "config.yaml"
-        config_file.write_text(yaml.safe_dump(daemon_config))
-
-        grpc_port, http_port = free_port(), free_port()
-        env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
-        env |= {"PYTHONPATH": str(REPO_ROOT)}
-        log = tmp_path / "daemon.log"
-        command = [sys.executable, "-m", "autoscaler", "serve", "--config", str(config_file), "--host", "127.0.0.1"]
-        command += ["--grpc-port", str(grpc_port), "--http-port", str(http_port), "--log-format", "text"]
-        with log.open("wb") as output:
-            daemon = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
-        try:
+        with _chart_daemon(tmp_path, daemon_config, env={}) as (daemon, grpc_port, http_port, log):
 
             def serving() -> bool:
                 try:
@@ -1086,10 +1083,3 @@ def test_keda_reaches_the_scaler_over_mutual_tls_through_the_cluster_trigger_aut
                 "keda-hpa-llm", WORKLOAD_NAMESPACE
             )
             assert hpa.spec.metrics[0].external is not None  # KEDA built it from our GetMetricSpec answer
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()

@@ -25,8 +25,6 @@ import json
 import math
 import os
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -38,6 +36,16 @@ from typing import Any
 import pytest
 
 from tests.e2e.keda_crds import install_crds
+from tests.e2e.kube_chain import (
+    NAMESPACE,
+    Kube,
+    SecondlyPoller,
+    daemon_command,
+    daemon_target,
+    gpu_deployment,
+    http_ok,
+    scaled_object,
+)
 from tests.e2e.replay import CompressedTrace, TraceReplay, load_compressed_trace
 from tests.harness.cluster import BuildError, ControlPlane, HarnessError, build_binaries, free_port
 from tests.harness.keda import Keda, KedaBinaries, ensure_keda_binaries
@@ -51,7 +59,6 @@ DOC_IMAGE = REPO_ROOT / "docs" / "images" / "keda-chain-lead.png"
 #: Set to 1 to refresh the README's copy of the plot.
 UPDATE_DOC_IMAGE_ENV = "PA_UPDATE_DOC_IMAGES"
 
-NAMESPACE = "default"
 PREDICTIVE = "predictive"
 REACTIVE = "reactive"
 METRIC = "nasa_http_requests"
@@ -149,18 +156,9 @@ def chain(
         grpc_port, http_port = free_port(), free_port()
         daemon_log = workdir / "daemon.log"
         with daemon_log.open("wb") as log:
-            daemon = subprocess.Popen(
-                [
-                    sys.executable, "-m", "autoscaler", "serve",
-                    "--prometheus-url", prometheus.url,
-                    "--host", "127.0.0.1",
-                    "--grpc-port", str(grpc_port),
-                    "--http-port", str(http_port),
-                    "--log-format", "text",
-                ],
-                stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-            )  # fmt: skip
-        _wait_for(f"daemon /readyz on {http_port}", lambda: _http_ok(f"http://127.0.0.1:{http_port}/readyz"), 60)
+            command = daemon_command(prometheus_url=prometheus.url, grpc_port=grpc_port, http_port=http_port)
+            daemon = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        _wait_for(f"daemon /readyz on {http_port}", lambda: http_ok(f"http://127.0.0.1:{http_port}/readyz"), 60)
         yield Chain(cluster, keda, prometheus, exporter, replay, grpc_port, http_port, daemon_log)
     except HarnessError as error:
         pytest.fail(f"the KEDA chain failed to start: {error}\n{_keda_logs(keda)}", pytrace=False)
@@ -178,14 +176,6 @@ def chain(
 # ---------------------------------------------------------------------------- helpers
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status) == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _wait_for(what: str, check: Any, timeout_s: float, interval_s: float = 0.5) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -199,54 +189,17 @@ def _keda_logs(keda: Keda) -> str:
     return "\n".join(f"--- {name} ---\n{tail[-2500:]}" for name, tail in keda.logs().items())
 
 
-def _deployment(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "nodeSelector": {"type": "kwok"},
-                    "containers": [
-                        {
-                            "name": "model-server",
-                            "image": "registry.k8s.io/pause:3.10",
-                            "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}},
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
 def _fast_hpa_behaviour() -> dict[str, Any]:
     """Let the HPA follow its metric at once both ways: the test compares metric sources."""
     immediate = {
         "stabilizationWindowSeconds": 0,
         "policies": [{"type": "Pods", "value": MAX_REPLICAS, "periodSeconds": 1}],
     }
-    return {"horizontalPodAutoscalerConfig": {"behavior": {"scaleUp": immediate, "scaleDown": immediate}}}
+    return {"scaleUp": immediate, "scaleDown": immediate}
 
 
 def _scaled_object(name: str, trigger: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "scaleTargetRef": {"name": name},
-            "pollingInterval": 2,
-            "minReplicaCount": 1,
-            "maxReplicaCount": MAX_REPLICAS,
-            "advanced": _fast_hpa_behaviour(),
-            "triggers": [trigger],
-        },
-    }
+    return scaled_object(name, trigger=trigger, max_replicas=MAX_REPLICAS, behavior=_fast_hpa_behaviour())
 
 
 def _predictive_trigger(grpc_port: int) -> dict[str, Any]:
@@ -276,47 +229,6 @@ def _reactive_trigger(prometheus_url: str) -> dict[str, Any]:
     }
 
 
-class Kube:
-    """The few API calls the test makes, on one client."""
-
-    def __init__(self, cluster: ControlPlane) -> None:
-        from kubernetes import client  # noqa: PLC0415
-
-        self._api: Any = cluster.api_client()
-        self.apps: Any = client.AppsV1Api(self._api)
-        self.autoscaling: Any = client.AutoscalingV2Api(self._api)
-        self.custom: Any = client.CustomObjectsApi(self._api)
-
-    def close(self) -> None:
-        self._api.close()
-
-    def replicas(self, name: str) -> tuple[int, int]:
-        """(spec.replicas, status.readyReplicas) of a Deployment."""
-        deployment = self.apps.read_namespaced_deployment(name, NAMESPACE)
-        return int(deployment.spec.replicas or 0), int(deployment.status.ready_replicas or 0)
-
-    def scaled_object(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            "keda.sh", "v1alpha1", NAMESPACE, "scaledobjects", name
-        )
-        return result
-
-    def condition(self, name: str, kind: str) -> str | None:
-        for condition in self.scaled_object(name).get("status", {}).get("conditions", []):
-            if condition.get("type") == kind:
-                return str(condition.get("status"))
-        return None
-
-
-def _daemon_target(http_port: int, name: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/v1/targets/{NAMESPACE}/{name}", timeout=2) as r:
-            targets = json.load(r)["targets"]
-    except (urllib.error.URLError, OSError, KeyError, ValueError):
-        return None
-    return targets[0] if targets else None
-
-
 def _grpc_calls(http_port: int, method: str, code: str) -> float:
     """The daemon's own count of external-scaler calls, from its /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as response:
@@ -340,41 +252,31 @@ class Sample:
     buffer: int | None
 
 
-class Recorder:
+class Recorder(SecondlyPoller):
     """Samples both Deployments and the daemon's plan once a second, in a thread."""
 
     def __init__(self, chain: Chain, kube: Kube) -> None:
+        super().__init__("keda-chain-recorder")
         self._chain, self._kube = chain, kube
         self.samples: list[Sample] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="keda-chain-recorder", daemon=True)
         self.errors: list[str] = []
 
-    def __enter__(self) -> Recorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            now = time.time()
-            try:
-                target = _daemon_target(self._chain.daemon_http_port, PREDICTIVE) or {}
-                self.samples.append(
-                    Sample(
-                        at=now,
-                        demand=self._chain.replay.demand_at(now),
-                        predictive=self._kube.replicas(PREDICTIVE),
-                        reactive=self._kube.replicas(REACTIVE),
-                        planned=target.get("planned_replicas"),
-                        buffer=target.get("buffer_replicas"),
-                    )
+    def poll(self) -> None:
+        now = time.time()
+        try:
+            target = daemon_target(self._chain.daemon_http_port, PREDICTIVE) or {}
+            self.samples.append(
+                Sample(
+                    at=now,
+                    demand=self._chain.replay.demand_at(now),
+                    predictive=self._kube.replicas(PREDICTIVE),
+                    reactive=self._kube.replicas(REACTIVE),
+                    planned=target.get("planned_replicas"),
+                    buffer=target.get("buffer_replicas"),
                 )
-            except Exception as error:  # a failed poll is recorded, not fatal: the next one may work
-                self.errors.append(repr(error))
+            )
+        except Exception as error:  # a failed poll is recorded, not fatal: the next one may work
+            self.errors.append(repr(error))
 
 
 def _first(samples: list[Sample], predicate: Any) -> Sample | None:
@@ -392,7 +294,7 @@ def test_predictive_scaled_object_scales_before_the_spike_and_reactive_after(cha
     kube = Kube(chain.cluster)
     try:
         for name in (PREDICTIVE, REACTIVE):
-            kube.apps.create_namespaced_deployment(NAMESPACE, _deployment(name))
+            kube.apps.create_namespaced_deployment(NAMESPACE, gpu_deployment(name, replicas=1))
         for body in (
             _scaled_object(PREDICTIVE, _predictive_trigger(chain.daemon_grpc_port)),
             _scaled_object(REACTIVE, _reactive_trigger(chain.prometheus.url)),
@@ -463,7 +365,7 @@ def test_keda_applies_fallback_while_prometheus_is_down_and_recovers(chain: Chai
             {"spec": {"fallback": {"failureThreshold": 2, "replicas": FALLBACK_REPLICAS}}},
         )
         unavailable_before = _grpc_calls(chain.daemon_http_port, "GetMetrics", "UNAVAILABLE")
-        planned_before = (_daemon_target(chain.daemon_http_port, PREDICTIVE) or {}).get("planned_replicas")
+        planned_before = (daemon_target(chain.daemon_http_port, PREDICTIVE) or {}).get("planned_replicas")
         assert planned_before is not None and planned_before != FALLBACK_REPLICAS
 
         chain.prometheus.stop()
@@ -483,7 +385,7 @@ def test_keda_applies_fallback_while_prometheus_is_down_and_recovers(chain: Chai
             chain.prometheus.start()
 
         def recovered() -> bool:
-            target = _daemon_target(chain.daemon_http_port, PREDICTIVE) or {}
+            target = daemon_target(chain.daemon_http_port, PREDICTIVE) or {}
             planned = target.get("planned_replicas")
             return (
                 target.get("status") == "ready"

@@ -54,9 +54,9 @@ HISTORY_BINS = 2 * 144  # two trace days of 10-minute bins
 PARAMS = ServingParams(capacity_per_replica=4.0, service_seconds=2.0, patience_seconds=30.0)
 REQUESTS_PER_SECOND_PER_UNIT = 0.01  # 2,400 requests/s of the trace: 24/s here, 7 replicas
 PLAN_WINDOW_S = 60
-PLAN_PERCENT_PER_MINUTE = 100
-"""The plan's rate limit removes a ceil-rounded share per decision: at the default 50 %/min a
-10 s step rounds 8 x (1 - 50 % / 6) up to 8 and the plan never goes down (reported on issue 16)."""
+PLAN_PERCENT_PER_MINUTE = 50
+"""The default rate limit. Before `PlannerState.rate_floor` it never let a 10 s step go
+down at all (8 x (1 - 50 % / 6) rounded back up to 8), and this test needed 100 %/min."""
 HPA_WINDOW_S = 60
 CHAIN_LATENCY_S = 15.0
 """From a lower plan to a removed replica with no window of the HPA's: KEDA's 2 s polling, the

@@ -165,25 +165,9 @@
     return (v) => r0 + ((v - d0) / span) * (r1 - r0);
   }
 
-  // Gaps (null values) split a line into segments instead of being drawn as zero.
-  function linePath(xs, ys, x, y) {
-    let path = "";
-    let pen = false;
-    let drawn = 0;
-    for (let i = 0; i < xs.length; i += 1) {
-      if (ys[i] === null || ys[i] === undefined || xs[i] === null) {
-        pen = false;
-        continue;
-      }
-      path += `${pen ? "L" : "M"}${x(xs[i]).toFixed(1)},${y(ys[i]).toFixed(1)}`;
-      pen = true;
-      drawn += 1;
-    }
-    return { path, drawn };
-  }
-
-  // Replica counts hold between observations: draw them as steps, not slopes.
-  function stepPath(xs, ys, x, y) {
+  // Gaps (null values) split a series into segments instead of being drawn as zero;
+  // `joinTo(px, py)` is the path command that continues a segment to the next point.
+  function segmentsPath(xs, ys, x, y, joinTo) {
     let path = "";
     let pen = false;
     let drawn = 0;
@@ -194,11 +178,20 @@
       }
       const px = x(xs[i]).toFixed(1);
       const py = y(ys[i]).toFixed(1);
-      path += pen ? `H${px}V${py}` : `M${px},${py}`;
+      path += pen ? joinTo(px, py) : `M${px},${py}`;
       pen = true;
       drawn += 1;
     }
     return { path, drawn };
+  }
+
+  function linePath(xs, ys, x, y) {
+    return segmentsPath(xs, ys, x, y, (px, py) => `L${px},${py}`);
+  }
+
+  // Replica counts hold between observations: draw them as steps, not slopes.
+  function stepPath(xs, ys, x, y) {
+    return segmentsPath(xs, ys, x, y, (px, py) => `H${px}V${py}`);
   }
 
   function bandPath(xs, lower, upper, x, y) {

@@ -187,6 +187,28 @@ def test_damping(
     assert all(at > NOW - 300 for at, _ in new_state.recommendations)
 
 
+@pytest.mark.parametrize(
+    ("step_seconds", "percent", "within_seconds"), [(10, 50.0, 180), (30, 20.0, 480), (60, 50.0, 180)]
+)
+def test_short_steps_add_up_to_the_rate_limit(step_seconds: float, percent: float, within_seconds: float) -> None:
+    """Each step's share of a minute used to round back up to no change: 50 %/min at 10 s
+    steps held 8 replicas for ever. Counted from the period's highest count, the steps
+    add up, and the HPA (which follows the plan) reaches the demand's 3 replicas in time."""
+    state, current, now = PlannerState(last_decided_at=NOW - step_seconds), 8, NOW
+    reached_at = None
+    while now <= NOW + within_seconds:
+        replicas, _, state = damp(
+            now=now, raw=3, current_replicas=current, state=state, stabilization_seconds=0, percent_per_minute=percent
+        )
+        assert replicas <= current  # never asks for more than runs
+        assert replicas >= math.ceil(8 * (1 - percent / 100 * (now - NOW + step_seconds) / 60) - 1e-9)
+        current = replicas
+        if current == 3 and reached_at is None:
+            reached_at = now
+        now += step_seconds
+    assert reached_at is not None, f"still {current} replicas after {within_seconds}s"
+
+
 FILL_CASES = [
     # path (9 steps), pods per node, max replicas, replicas, buffer
     ([50] * 9, "4", "100", 8, 0),  # 5 replicas need 2 nodes: fill them

@@ -45,8 +45,8 @@ from tests.unit.services.fake_engine import FakeEngine
 
 LEVELS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 SECRET_TOKEN = "s3cr3t-endpoint-token"
-TRACE_METADATA: Mapping[str, str] = {
-    "query": 'sum(rate(vllm:request_success_total{note="Bearer xyz"}[1m]))',
+# The planning keys both targets share; SERVED_CLUSTER below models the same cluster.
+PLANNING_METADATA: Mapping[str, str] = {
     "capacityPerReplica": "8",
     "step": "10s",
     "leadTime": "60s",
@@ -54,17 +54,16 @@ TRACE_METADATA: Mapping[str, str] = {
     "historyWindow": "1h",
     "maxBufferReplicas": "3",
 }
+TRACE_METADATA: Mapping[str, str] = {
+    "query": 'sum(rate(vllm:request_success_total{note="Bearer xyz"}[1m]))',
+    **PLANNING_METADATA,
+}
 SERVED_METADATA: Mapping[str, str] = {
     "completionsQuery": "sum(rate(vllm:request_success_total[1m]))",
     "waitingQuery": "sum(vllm:num_requests_waiting)",
     "replicaSource": "kubernetes",
     "workloadName": "chat",
-    "capacityPerReplica": "8",
-    "step": "10s",
-    "leadTime": "60s",
-    "nodeLeadTime": "120s",
-    "historyWindow": "1h",
-    "maxBufferReplicas": "3",
+    **PLANNING_METADATA,
     "model": "seasonal_naive",
 }
 SERVED_CLUSTER = ClosedLoopConfig(

@@ -9,7 +9,6 @@ import pytest
 
 from autoscaler.cli import main
 from autoscaler.domain.signals import ReplicaCounts, SignalKind, StepSignals
-from autoscaler.sim.backtest import BacktestConfig
 from autoscaler.sim.closed_loop import (
     BUNDLES,
     KEDA,
@@ -22,30 +21,22 @@ from autoscaler.sim.closed_loop import (
     run_named_closed_loop,
 )
 from autoscaler.sim.policies import PolicyDecision
-from autoscaler.sim.trace import Trace, parse_trace
-from tests.traces import trace_path
+from autoscaler.sim.trace import Trace
+from tests.reference_cluster import reference_config
+from tests.traces import read_trace, trace_path
 
 TWO_DAYS_OF_FIVE_MINUTES = 576
 
 
 def nab_trace() -> Trace:
     """Two days of the NAB load-balancer trace: spiky, so replicas fall short at times."""
-    with trace_path("nab_elb_request_count").open() as handle:
-        trace = parse_trace(handle)
+    trace = read_trace(trace_path("nab_elb_request_count"))
     rows = slice(0, TWO_DAYS_OF_FIVE_MINUTES)
     return Trace(timestamps=trace.timestamps[rows], values=trace.values[rows], step_seconds=trace.step_seconds)
 
 
 def config_for(trace: Trace, **overrides: float) -> ClosedLoopConfig:
-    backtest = BacktestConfig(
-        step_seconds=trace.step_seconds,
-        capacity_per_replica=float(np.percentile(trace.values, 95)) / 20.0,
-        pod_startup_seconds=180.0,
-        node_startup_seconds=300.0,
-        pods_per_node=4,
-        model="naive",
-    )
-    return ClosedLoopConfig(backtest=backtest, **overrides)
+    return ClosedLoopConfig(backtest=reference_config(trace, model="naive"), **overrides)
 
 
 class Recorder:

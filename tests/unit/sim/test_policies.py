@@ -11,25 +11,18 @@ from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
 from autoscaler.sim.backtest import BacktestConfig, make_policy, run_policy
 from autoscaler.sim.policies import OraclePolicy, ReactivePolicy, _AdditiveHoltWinters
-from autoscaler.sim.trace import Trace, parse_trace
-from tests.traces import trace_path
+from autoscaler.sim.trace import Trace
+from tests.reference_cluster import reference_config
+from tests.traces import read_trace, trace_path
 
 
 def real_trace(name: str, rows: int) -> Trace:
-    with trace_path(name).open() as handle:
-        trace = parse_trace(handle)
+    trace = read_trace(trace_path(name))
     return replace(trace, timestamps=trace.timestamps[:rows], values=trace.values[:rows])
 
 
 def config_for(trace: Trace, *, model: str = "auto") -> BacktestConfig:
-    return BacktestConfig(
-        step_seconds=trace.step_seconds,
-        capacity_per_replica=float(np.percentile(trace.values, 95)) / 20,
-        pod_startup_seconds=180.0,
-        node_startup_seconds=300.0,
-        pods_per_node=4,
-        model=model,
-    )
+    return reference_config(trace, model=model)
 
 
 ELB = "nab_elb_request_count.csv"

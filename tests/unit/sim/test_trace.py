@@ -14,6 +14,7 @@ def test_parses_a_regular_trace() -> None:
     assert list(trace.timestamps) == [0.0, 60.0, 120.0]
     assert list(trace.values) == [1.5, 2.0, 0.0]
     assert len(trace) == 3
+    assert trace.span_seconds == 180.0  # three one-minute steps
 
 
 def test_tolerates_bom_spaces_and_trailing_blank_lines() -> None:
@@ -58,4 +59,6 @@ def test_negative_values_allowed_when_asked() -> None:
 
 
 def test_single_row_with_step() -> None:
-    assert parse_trace(["timestamp,value", "0,7"], step_seconds=60).step_seconds == 60.0
+    trace = parse_trace(["timestamp,value", "0,7"], step_seconds=60)
+    assert trace.step_seconds == 60.0
+    assert trace.span_seconds == 60.0
