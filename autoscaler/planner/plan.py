@@ -50,10 +50,10 @@ class PlannerState:
     recommendations: tuple[tuple[float, int], ...] = ()
     last_decided_at: float | None = None
     rate_floor: float | None = None
-    """The unrounded floor of the last decision the scale-down rate limit held, which the
-    next one counts down from. Counted from each step's current replicas instead, every
-    short step's share rounded back up to no change at all (50 %/min at 10 s steps held
-    8 replicas for ever)."""
+    """The unrounded floor of the scale-down rate limit at the last decision of a
+    scale-down still under way, which the next one counts down from. Counted from each
+    step's current replicas instead, every short step's share rounded back up to no
+    change at all (50 %/min at 10 s steps held 8 replicas for ever)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +153,13 @@ def damp(
         elapsed = max(0.0, now - state.last_decided_at)
         share = min(1.0, percent_per_minute / 100.0 * elapsed / 60.0)
         counted_from = float(current_replicas) if state.rate_floor is None else min(current_replicas, state.rate_floor)
-        exact = counted_from * (1.0 - share)
-        floor = math.ceil(exact - 1e-9)
+        # Kept while the scale-down lasts, bound or not: counted from the current replicas
+        # again, a plan that reached its target while the HPA still held replicas (its own
+        # window) jumped back up, and the HPA's window never saw it low.
+        rate_floor = counted_from * (1.0 - share)
+        floor = math.ceil(rate_floor - 1e-9)
         if floor > replicas:
-            replicas, rate_floor = floor, exact
+            replicas = floor
             note += f"; scale-down limited to {percent_per_minute:g}%/min, so {floor}"
     return replicas, note, PlannerState(recommendations=recommendations, last_decided_at=now, rate_floor=rate_floor)
 

@@ -327,14 +327,20 @@ def step_change(before: float, after: float, *, at_row: int = HISTORY_ROWS + 2) 
 
 async def test_plans_start_from_the_observed_replicas_when_the_hpa_does_not_follow() -> None:
     """The HPA kept 7 ready (maxReplicas, tolerance, another trigger winning) while our plan
-    asked for fewer: each plan starts from the 7 observed, so scale-down stays limited
-    to half of them a minute, not from a last plan that never happened."""
+    asked for fewer: the scale-down is counted from the 7 observed, not from a last plan
+    that never happened, so the rate limit holds it above the demand's 2 at first; it
+    then goes on down to 2 at 50 %/min though the HPA still holds 7."""
     series = {"arrivals": step_change(30.0, 30.0), "pods": step_change(7.0, 7.0), "ready": step_change(7.0, 7.0)}
     async with serving_series(series, SIGNALS_AND_REPLICAS) as (engine, clock, key):  # demand 30 needs 2
         start = clock.now()
+        await wait_until(lambda: clock.now() - start >= 90)
+        decision = engine.snapshot().targets[key].decision
+        # Counted from a last plan of 2, nothing would limit it; from the 7 observed it is.
+        assert decision is not None and decision.replicas > 2, decision
+        assert "scale-down limited to 50%/min" in decision.reason, decision
         await wait_until(lambda: clock.now() - start >= 5 * 60)
         decision = engine.snapshot().targets[key].decision
-        assert decision is not None and decision.replicas >= 4, decision
+        assert decision is not None and decision.replicas == 2, decision
         assert engine._targets[key].pipeline.observed_replicas == ReplicaCounts(ready=7)
 
 

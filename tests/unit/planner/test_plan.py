@@ -209,6 +209,19 @@ def test_short_steps_add_up_to_the_rate_limit(step_seconds: float, percent: floa
     assert reached_at is not None, f"still {current} replicas after {within_seconds}s"
 
 
+def test_a_scale_down_the_hpa_holds_back_does_not_jump_back_up() -> None:
+    """The HPA's own window keeps 8 replicas running while the plan comes down: the plan
+    must stay down once there, or the HPA's window, a maximum, never sees it low."""
+    state, plans = PlannerState(last_decided_at=NOW - 10), []
+    for step in range(30):
+        replicas, _, state = damp(
+            now=NOW + 10 * step, raw=4, current_replicas=8, state=state, stabilization_seconds=0, percent_per_minute=50
+        )
+        plans.append(replicas)
+    assert plans == sorted(plans, reverse=True), plans
+    assert plans[-1] == 4
+
+
 FILL_CASES = [
     # path (9 steps), pods per node, max replicas, replicas, buffer
     ([50] * 9, "4", "100", 8, 0),  # 5 replicas need 2 nodes: fill them
