@@ -212,15 +212,15 @@ def test_resolution_is_cached_and_bounded() -> None:
 
 
 def test_the_cache_is_bounded_in_bytes_and_errors_are_cut() -> None:
-    """Refused requests near the message limit: the cache holds its byte budget, not its entry count."""
-    resolver = TargetResolver(10_000, max_bytes=256 * 1024)
+    """Refused requests near the message limit: the cache keeps digests and cut errors, within its byte budget."""
+    resolver = TargetResolver(10_000, max_bytes=16 * 1024)
     for index in range(100):  # each ~30 KiB of metadata in unknown keys, each refused
         hostile = {f"{index}-{key}-" + "k" * 100: "v" * 3000 for key in range(10)}
         with pytest.raises(RpcError) as raised:
             resolver.resolve(pb2.ScaledObjectRef(name="flood", namespace="prod", scalerMetadata=hostile))
         assert len(raised.value.message) <= MAX_ERROR_CHARACTERS + 32
-    assert resolver.held_bytes <= 256 * 1024
-    assert len(resolver) < 10
+    assert resolver.held_bytes <= 16 * 1024
+    assert len(resolver) < 100  # under 1 KiB each: a digest and a cut error, never the request
     long_key = {"k" * 100_000: "v"}
     with pytest.raises(RpcError) as raised:
         resolver.resolve(pb2.ScaledObjectRef(name="long-key", namespace="prod", scalerMetadata=long_key))
