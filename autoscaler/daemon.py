@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoscaler.adapters import kube_config
-from autoscaler.adapters.clock import Clock, SystemClock
+from autoscaler.adapters.clock import Clock, ReplayClock, SystemClock
 from autoscaler.adapters.kube_auth import KubeReviewer
 from autoscaler.adapters.prometheus import PrometheusClient
 from autoscaler.adapters.replicas import KubeReplicaReader
@@ -36,7 +36,7 @@ from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings
 from autoscaler.services.http_api import ResponseLimits, create_http_app
 from autoscaler.services.http_server import BoundedHttpServer, HttpServerLimits
 from autoscaler.services.tls import TlsSettings
-from autoscaler.settings import GrpcSettings, Settings
+from autoscaler.settings import ClockSettings, GrpcSettings, Settings
 
 log = logging.getLogger("autoscaler.daemon")
 
@@ -54,6 +54,19 @@ def _fit_executor(settings: Settings) -> Executor | None:
         return None  # the event loop's default thread pool
     # Called on the event-loop thread, which also submits every fit: see fit_pool.
     return fit_pool.FitPool(max_workers=settings.engine.fit_workers)
+
+
+def settings_clock(settings: ClockSettings) -> Clock:
+    """The system clock, or the replay timeline when `clock.source: replay` asks for it by name."""
+    replay = settings.replay
+    # The settings refuse source replay without start and wallOrigin; the checks narrow the types.
+    if settings.source == "replay" and replay.start is not None and replay.wall_origin is not None:
+        log.warning(
+            "replay clock: planning on virtual time, not the wall clock",
+            extra={"start": replay.start, "speed": replay.speed, "wall_origin": replay.wall_origin},
+        )
+        return ReplayClock(start=replay.start, speed=replay.speed, wall_origin=replay.wall_origin)
+    return SystemClock()
 
 
 def _hooks() -> EngineHooks:
@@ -74,7 +87,7 @@ async def run_daemon(
     stop_event: asyncio.Event | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT (or `stop_event`), then shut down in order."""
-    clock = clock or SystemClock()
+    clock = clock or settings_clock(settings.clock)
     if sources is None:
         sources = {endpoint.name: PrometheusClient(endpoint) for endpoint in settings.prometheus}
     executor = _fit_executor(settings)

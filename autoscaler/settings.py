@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -281,6 +281,39 @@ class LogSettings(_Section):
     """json: one object per line; text: for a terminal."""
 
 
+class ReplayClockSettings(_Section):
+    """A virtual timeline: `start` at wall time `wallOrigin`, then `speed` virtual seconds per wall second."""
+
+    start: float | None = None
+    """Virtual time (epoch seconds) at wallOrigin: where in the recorded data the replay begins."""
+    speed: float = Field(default=1.0, gt=0, le=100_000)
+    """Virtual seconds per wall second; 288 replays a day in five minutes."""
+    wall_origin: float | None = None
+    """Wall time (epoch seconds) at which virtual time is start. Daemons given the same
+    three values share one timeline, a restarted one included."""
+
+
+class ClockSettings(_Section):
+    source: Literal["system", "replay"] = "system"
+    """system: the wall clock. replay: the virtual timeline of clock.replay, for a dry run of
+    what the daemon would have done on data already in Prometheus (needs actuator.mode off)."""
+    replay: ReplayClockSettings = ReplayClockSettings()
+
+    @model_validator(mode="after")
+    def _replay_asked_for_by_name(self) -> ClockSettings:
+        given = self.replay.model_fields_set
+        if self.source == "system" and given:
+            raise ValueError(f"replay.{_camel_list(given)} set but source is system; set source: replay to use them")
+        missing = [name for name in ("start", "wall_origin") if getattr(self.replay, name) is None]
+        if self.source == "replay" and missing:
+            raise ValueError(f"source replay needs replay.{_camel_list(missing)} (epoch seconds)")
+        return self
+
+
+def _camel_list(names: Iterable[str]) -> str:
+    return " and replay.".join(to_camel(name) for name in sorted(names))
+
+
 class Settings(_Section):
     """The whole daemon configuration (the YAML file's top level)."""
 
@@ -292,6 +325,14 @@ class Settings(_Section):
     engine: EngineTuning = EngineTuning()
     limits: LimitsSettings = LimitsSettings()
     log: LogSettings = LogSettings()
+    clock: ClockSettings = ClockSettings()
+
+    @model_validator(mode="after")
+    def _replay_writes_nothing(self) -> Settings:
+        if self.clock.source == "replay" and self.actuator.mode != "off":
+            # Placeholders sized for a recorded day have no place in today's cluster.
+            raise ValueError(f"clock.source replay needs actuator.mode off (got {self.actuator.mode!r})")
+        return self
 
     @property
     def prometheus(self) -> tuple[PrometheusEndpoint, ...]:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, Valid
 from autoscaler.domain.errors import SpecError
 from autoscaler.domain.signals import ReplicaCounts, SignalKind, StepSignals
 from autoscaler.domain.spec import SIGNAL_KEYS, ScalerSpec, parse_spec
-from autoscaler.planner.pipeline import TargetPipeline, fit_for
+from autoscaler.planner.pipeline import TargetPipeline
 
 PROTOCOL_VERSION = 1
 EXIT_USAGE = 2
@@ -145,8 +145,7 @@ def serve(metadata: dict[str, str], lines: Iterable[str], out: TextIO) -> None:
             raise ProtocolError(f"line {number}: timestamp: {line.timestamp:g} does not increase")
         previous_timestamp = line.timestamp
         pipeline.observe_step(line.step_signals())
-        if pipeline.refit_due(line.timestamp):
-            pipeline.install(fit_for(pipeline.refit_inputs()))
+        pipeline.refit_if_due()
         decision = pipeline.decide(line.timestamp, observed_replicas=ReplicaCounts(ready=line.ready_replicas))
         estimate = pipeline.demand_estimate
         answer = {

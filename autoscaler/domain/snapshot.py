@@ -64,6 +64,8 @@ class TargetSnapshot:
     updated_at: float
     last_sample_at: float | None
     decision: Decision | None
+    decided_at: float | None
+    """The step `decision` was made for (on the step grid): every replica's decision for it is the same."""
     forecast: Forecast | None
     forecast_start: float | None  # timestamp of forecast step 1
     history_timestamps: FloatArray

@@ -71,7 +71,8 @@ async def read_step(
 
 
 async def read_range(source: MetricSource, spec: ScalerSpec, *, start: float, end: float) -> list[StepSignals]:
-    """The complete steps on the grid [start, end], oldest first, with replica counts where known."""
+    """The complete steps on the grid [start, end] (every signal finite, as a live step
+    must be to be observed), oldest first, with replica counts where known."""
     replica_query = spec.replicas_query if spec.replica_source is ReplicaSource.PROMETHEUS else None
     queries = [*signal_queries(spec), *([] if replica_query is None else [replica_query])]
     ranges = await _gather(
@@ -80,7 +81,8 @@ async def read_range(source: MetricSource, spec: ScalerSpec, *, start: float, en
     by_step: dict[float, dict[SignalKind, float]] = {}
     for signal, points in zip(spec.signals, ranges, strict=False):
         for timestamp, value in points:
-            by_step.setdefault(timestamp, {})[signal.kind] = value
+            if math.isfinite(value):  # as a live step: a NaN is a missing value, never a sample
+                by_step.setdefault(timestamp, {})[signal.kind] = value
     ready = dict(ranges[-1]) if replica_query is not None else {}
     if spec.replica_source is ReplicaSource.KUBERNETES:
         # The API keeps no history: the pods the sums covered stand for the ready replicas.

@@ -3,10 +3,19 @@
 Each registered target runs one asyncio task on the engine's clock. A step of that
 task reads every signal of the target, the age of their data and the scale target's
 replica counts at once (`collection`), folds them into the target's `TargetPipeline`
-(O(1)), plans from the replicas observed, and marks the target dirty; a publisher task swaps in a new immutable
-`EngineSnapshot` once per tick. Model refits run in an executor (a process by
-default), so no request handler and no collection step ever waits for a fit; due
-refits wait in a `FitQueue`, a few at a time in the executor.
+(O(1)), refits when the data calls for it, plans from the replicas observed, and marks
+the target dirty; a publisher task swaps in a new immutable `EngineSnapshot` once per
+tick.
+
+One answer per workload: every transition of a target is the one the pipeline makes
+for that step's data, in step order, whichever replica of the daemon makes it and
+however long its fits take. So a due refit is awaited before the step's decision (the
+last plan stays served meanwhile), and steps fetched late are decided in order. Once a
+day, at the target's rebuild boundary, the pipeline is rebuilt by replaying the window
+that ends there (`autoscaler.planner.replay`), and a warm start makes the same replay,
+so the state is a function of a bounded window of data on every replica. Fits and
+replays run in an executor (a process by default), so no request handler waits for
+one; they wait for a slot in a `FitQueue`, a few at a time.
 
 Targets collect at a fixed phase after each step boundary (`collection_phase`), so a
 fleet does not wake at one instant, and their CPU-bound steps take `Turns`: one per
@@ -30,13 +39,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import heapq
 import itertools
 import logging
 import math
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -45,7 +56,7 @@ from autoscaler.adapters.clock import Clock
 from autoscaler.domain.signals import ReplicaCounts, ReplicaSource, SignalKind, StepSignals
 from autoscaler.domain.snapshot import EngineSnapshot, TargetSnapshot, TargetStatus
 from autoscaler.domain.spec import ScalerSpec, metric_name_for
-from autoscaler.domain.types import TargetKey
+from autoscaler.domain.types import Decision, TargetKey
 from autoscaler.engine.api import NoKubernetesAccessError, UnknownEndpointError
 from autoscaler.engine.collection import read_range, read_step, read_warm_start
 from autoscaler.engine.fit_queue import FitQueue
@@ -53,6 +64,7 @@ from autoscaler.engine.runtime import TargetRuntime, build_target_snapshot, has_
 from autoscaler.engine.sources import MetricSource, ReplicaReader
 from autoscaler.engine.turns import Turns
 from autoscaler.planner.pipeline import fit_for
+from autoscaler.planner.replay import StepColumns, rebuild_boundary, rebuilt_from_columns, window_start
 
 log = logging.getLogger("autoscaler.engine")
 
@@ -109,6 +121,8 @@ class Engine:
         self._publisher: asyncio.Task[None] | None = None
         self._turns = Turns()
         self._fits = FitQueue(self._settings.concurrent_fits)
+        self._fit_slots: dict[TargetKey, asyncio.Future[None]] = {}
+        """Targets waiting for a fit slot, each resolved when the FitQueue starts it."""
         self._published_targets: dict[TargetKey, TargetSnapshot] = {}
         """The dict behind the published snapshot's read-only `targets`; never mutated once published."""
         self._changed: set[TargetKey] = set()
@@ -203,39 +217,99 @@ class Engine:
     async def _warm_start(self, runtime: TargetRuntime, source: MetricSource) -> None:
         spec = runtime.spec
         now = self._clock.now()
-        step = spec.step_seconds
         # On the step grid, so each point lands in its own slot and the next collection
         # knows exactly which steps are still missing.
-        end = math.floor(now / step) * step
+        end = math.floor(now / spec.step_seconds) * spec.step_seconds
+        boundary = rebuild_boundary(spec, refit_phase_steps=runtime.pipeline.refit_phase_steps, at=end)
         try:
             history = await read_warm_start(
                 source,
                 spec,
                 runtime.key,
                 replicas=self._replicas,
-                start=end - spec.history_window_seconds + step,
+                start=window_start(spec, boundary),
                 end=end,
                 at=now,
             )
         except Exception as error:  # an adapter error of any kind: record, retry later
             self._record_source_error(runtime, "warm-start", error)
             return
-        async with self._turns.turn():
-            _observe_all(runtime, history.steps)
+        steps = with_replicas_now(history.steps, at=end, replicas=history.replicas)
+        if not await self._replace_pipeline(runtime, steps, boundary=boundary, phase="warm-start replay"):
+            return
+        if steps:
+            # A range answer carries old values forward too: its last point is no fresher
+            # than the newest raw sample.
             newest_at = history.newest_sample_at
-            if newest_at is not None and runtime.last_sample_at is not None:
-                # A range answer carries old values forward too: its last point is no fresher
-                # than the newest raw sample.
-                runtime.last_sample_at = min(runtime.last_sample_at, newest_at)
+            last = steps[-1].timestamp
+            runtime.last_sample_at = last if newest_at is None else min(last, newest_at)
         runtime.collected_until = end
         runtime.warm = True
         log.info(
-            "warm start",
-            extra={"target": str(runtime.key), "points": len(history.steps), "window_s": spec.history_window_seconds},
+            "warm start replayed",
+            extra={
+                "target": str(runtime.key),
+                "points": len(steps),
+                "seconds": round(runtime.last_fit_seconds or 0, 3),
+            },
         )
-        # Answer at once (reactive until a model is fitted); the first fit runs in the background.
-        self._decide(runtime, now, history.replicas)
-        self._schedule_refit(runtime, now)
+        self._publish_replayed(runtime, steps)
+
+    async def _rebuild(self, runtime: TargetRuntime, live: StepSignals, *, sample_at: float | None) -> bool:
+        """Replace the pipeline by the replay of the window that ends at the new boundary
+        and of the steps since, through `live` (this step, decided). False when the
+        window could not be read: the step then takes the usual transition."""
+        spec = runtime.spec
+        boundary = rebuild_boundary(spec, refit_phase_steps=runtime.pipeline.refit_phase_steps, at=live.timestamp)
+        try:
+            earlier = await read_range(
+                self._sources[spec.prometheus], spec, start=window_start(spec, boundary), end=live.timestamp
+            )
+        except Exception as error:
+            self._record_source_error(runtime, "rebuild", error)
+            return False
+        steps = [step for step in earlier if step.timestamp < live.timestamp] + [live]
+        if not await self._replace_pipeline(runtime, steps, boundary=boundary, phase="rebuild"):
+            return False
+        runtime.last_sample_at = live.timestamp if sample_at is None else sample_at
+        self._publish_replayed(runtime, steps)
+        return True
+
+    async def _replace_pipeline(
+        self, runtime: TargetRuntime, steps: list[StepSignals], *, boundary: float, phase: str
+    ) -> bool:
+        """Replay `steps` into a fresh pipeline in a fit worker and swap it in."""
+        spec = runtime.spec
+        try:
+            async with self._fit_slot(runtime.key, blocking=runtime.warm):
+                started = time.perf_counter()
+                loop = asyncio.get_running_loop()
+                pipeline = await loop.run_in_executor(
+                    self._fit_executor,
+                    functools.partial(
+                        rebuilt_from_columns,
+                        spec,
+                        StepColumns.of(steps),
+                        refit_phase_steps=runtime.pipeline.refit_phase_steps,
+                        boundary=boundary,
+                    ),
+                )
+        except Exception as error:  # the executor failing; the replay itself falls back per fit
+            self._record_source_error(runtime, phase, error)
+            return False
+        runtime.pipeline = pipeline
+        runtime.rebuilt_boundary = boundary
+        runtime.last_fit_seconds = time.perf_counter() - started
+        if self._hooks.on_fit and pipeline.chosen_model is not None:
+            self._hooks.on_fit(pipeline.chosen_model, runtime.last_fit_seconds)
+        return True
+
+    def _publish_replayed(self, runtime: TargetRuntime, steps: list[StepSignals]) -> None:
+        decision = runtime.pipeline.decision
+        if decision is not None and runtime.last_sample_at is not None and steps:
+            self._publish_decision(runtime, steps[-1].timestamp, decision, runtime.decision)
+        else:
+            self._mark_dirty(runtime)
 
     async def _collect(self, runtime: TargetRuntime, source: MetricSource, now: float) -> None:
         spec = runtime.spec
@@ -267,72 +341,101 @@ class Engine:
         if not has_value and runtime.missing_since is None:
             runtime.missing_since = now
         runtime.collected_until = now
-        async with self._turns.turn():
-            if not has_value:
-                # Missing data is never a low value, and a plan is not recomputed from old
-                # data: the last plan stays served until the newest sample is staleAfter old.
+        if not has_value:
+            # Missing data is never a low value, and a plan is not recomputed from old
+            # data: the last plan stays served until the newest sample is staleAfter old.
+            async with self._turns.turn():
                 runtime.last_error = missing_data_reason(reading.missing, age=now - sample_at, at=now)
                 if not reading.missing:  # old values: the data is as old as its newest sample
                     runtime.last_sample_at = sample_at
                 self._mark_dirty(runtime)
-                return
-            started = time.perf_counter()
-            runtime.observe(reading.signals)
-            runtime.last_sample_at = sample_at
-            runtime.last_update_seconds = time.perf_counter() - started
-            if self._hooks.on_update:
-                self._hooks.on_update(runtime.last_update_seconds)
-            runtime.last_error = reading.replica_error
-            self._schedule_refit(runtime, now)
-            self._decide(runtime, now, reading.signals.replicas)
+            return
+        runtime.last_error = reading.replica_error
+        await self._advance(runtime, reading.signals, sample_at=sample_at)
 
     async def _backfill(self, runtime: TargetRuntime, source: MetricSource, *, since: float, until: float) -> bool:
-        """Fold the steps in [since, until) in from range queries; False when one failed."""
+        """Fold the steps in [since, until) in from range queries, each decided in order as
+        if it had come on time; False when a query failed."""
         try:
             steps = await read_range(source, runtime.spec, start=since, end=until)
         except Exception as error:
             self._record_source_error(runtime, "backfill", error)
             return False
-        async with self._turns.turn():
-            filled = _observe_all(runtime, [step for step in steps if step.timestamp < until])
-        log.info("backfilled missed steps", extra={"target": str(runtime.key), "points": filled, "since": since})
+        filled = [step for step in steps if step.timestamp < until]
+        for step in filled:
+            await self._advance(runtime, step)
+        log.info("backfilled missed steps", extra={"target": str(runtime.key), "points": len(filled), "since": since})
         return True
 
-    def _schedule_refit(self, runtime: TargetRuntime, now: float) -> None:
-        """Queue a refit when one is due and none waits or runs."""
-        pipeline = runtime.pipeline
-        if pipeline.history_points > 0 and not self._fits.is_pending(runtime.key) and pipeline.refit_due(now):
-            self._fits.request(runtime.key, has_model=pipeline.chosen_model is not None)
-            self._start_fits()
+    async def _advance(self, runtime: TargetRuntime, signals: StepSignals, *, sample_at: float | None = None) -> None:
+        """One step's transition, the one `autoscaler.planner.replay` makes: observe, refit
+        when due (awaited, so the refit serves this step's decision on every replica), decide.
 
-    def _start_fits(self) -> None:
-        while (key := self._fits.start_next()) is not None:
-            runtime = self._targets.get(key)
-            if runtime is None:  # evicted while it waited
-                self._fits.finished(key)
-                continue
-            runtime.fit_task = asyncio.get_running_loop().create_task(self._refit(runtime))
+        `sample_at`: when the newest raw sample behind a live step was taken.
+        """
+        boundary = rebuild_boundary(
+            runtime.spec, refit_phase_steps=runtime.pipeline.refit_phase_steps, at=signals.timestamp
+        )
+        rebuilt = runtime.rebuilt_boundary
+        if rebuilt is not None and boundary > rebuilt and await self._rebuild(runtime, signals, sample_at=sample_at):
+            return
+        async with self._turns.turn():
+            started = time.perf_counter()
+            runtime.observe(signals)
+            if sample_at is not None:
+                runtime.last_sample_at = sample_at
+            runtime.last_update_seconds = time.perf_counter() - started
+            if self._hooks.on_update:
+                self._hooks.on_update(runtime.last_update_seconds)
+        if runtime.pipeline.refit_due():
+            await self._refit(runtime)
+        if runtime.decided_at is not None and signals.timestamp <= runtime.decided_at:
+            return  # a step inside the window that came late: the next refit sees it
+        async with self._turns.turn():
+            self._decide(runtime, signals.timestamp, signals.replicas)
 
-    async def _refit(self, runtime: TargetRuntime) -> None:
+    @contextlib.asynccontextmanager
+    async def _fit_slot(self, key: TargetKey, *, blocking: bool) -> AsyncIterator[None]:
+        """Wait for one of the FitQueue's slots, hold it for the block, then pass it on."""
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._fit_slots[key] = granted
+        self._fits.request(key, blocking=blocking)
+        self._start_fits()
         try:
-            await self._fit_and_install(runtime)
+            await granted
+            yield
         finally:
-            runtime.fit_task = None
-            self._fits.finished(runtime.key)
+            if self._fit_slots.get(key) is granted:
+                del self._fit_slots[key]
+            if granted.done() and not granted.cancelled():
+                self._fits.finished(key)
+            else:
+                self._fits.discard(key)
             if not self._stopping:
                 self._start_fits()
 
-    async def _fit_and_install(self, runtime: TargetRuntime) -> None:
-        inputs = runtime.pipeline.refit_inputs()  # read now, so a fit that waited sees the newest data
-        started = time.perf_counter()
-        try:
-            loop = asyncio.get_running_loop()
-            fitted = await loop.run_in_executor(self._fit_executor, fit_for, inputs)
-        except Exception as error:  # fit_for falls back internally; this is the executor failing
-            runtime.last_error = f"model refit failed: {error}"
-            log.warning("refit failed", extra={"target": str(runtime.key), "error": str(error)})
-            self._mark_dirty(runtime)
-            return
+    def _start_fits(self) -> None:
+        while (key := self._fits.start_next()) is not None:
+            granted = self._fit_slots.get(key)
+            if granted is None or granted.done():  # its step was cancelled (evicted, stopping)
+                self._fits.finished(key)
+                continue
+            granted.set_result(None)
+
+    async def _refit(self, runtime: TargetRuntime) -> None:
+        async with self._fit_slot(runtime.key, blocking=True):
+            # Read inside the slot; the target's own task waits here, so no newer step
+            # comes in between and the fit sees exactly this step's data.
+            inputs = runtime.pipeline.refit_inputs()
+            started = time.perf_counter()
+            try:
+                loop = asyncio.get_running_loop()
+                fitted = await loop.run_in_executor(self._fit_executor, fit_for, inputs)
+            except Exception as error:  # fit_for falls back internally; this is the executor failing
+                runtime.last_error = f"model refit failed: {error}"
+                log.warning("refit failed", extra={"target": str(runtime.key), "error": str(error)})
+                self._mark_dirty(runtime)
+                return
         runtime.pipeline.install(fitted)
         runtime.last_fit_seconds = time.perf_counter() - started
         if self._hooks.on_fit:
@@ -345,22 +448,26 @@ class Engine:
         if runtime.last_sample_at is None:
             return  # nothing observed yet: no decision, so handlers answer UNAVAILABLE
         previous = runtime.decision
-        runtime.decision = runtime.pipeline.decide(now, observed_replicas=replicas)
+        self._publish_decision(runtime, now, runtime.pipeline.decide(now, observed_replicas=replicas), previous)
+
+    def _publish_decision(
+        self, runtime: TargetRuntime, now: float, decision: Decision, previous: Decision | None
+    ) -> None:
+        runtime.decision = decision
         runtime.decided_at = now
-        changed = previous is None or (previous.replicas, previous.buffer_replicas) != (
-            runtime.decision.replicas,
-            runtime.decision.buffer_replicas,
-        )
-        if changed:
+        if previous is None or (previous.replicas, previous.buffer_replicas) != (
+            decision.replicas,
+            decision.buffer_replicas,
+        ):
             log.info(
                 "plan changed",
                 extra={
                     "target": str(runtime.key),
-                    "replicas": runtime.decision.replicas,
-                    "reactive": runtime.decision.reactive_replicas,
-                    "buffer": runtime.decision.buffer_replicas,
+                    "replicas": decision.replicas,
+                    "reactive": decision.reactive_replicas,
+                    "buffer": decision.buffer_replicas,
                     "from_replicas": previous.replicas if previous else None,
-                    "reason": runtime.decision.reason,
+                    "reason": decision.reason,
                 },
             )
         self._mark_dirty(runtime)
@@ -526,8 +633,9 @@ def missing_data_reason(missing: tuple[SignalKind, ...], *, age: float, at: floa
     return f"the newest sample behind the queries is {age:.0f}s old at {at:.0f}; the last plan is held"
 
 
-def _observe_all(runtime: TargetRuntime, steps: list[StepSignals]) -> int:
-    """Fold range-read steps into the pipeline; steps inside the window fill gaps."""
-    for step in steps:
-        runtime.observe(step)
-    return len(steps)
+def with_replicas_now(steps: list[StepSignals], *, at: float, replicas: ReplicaCounts | None) -> list[StepSignals]:
+    """The warm-start steps, the one at `at` with the replica counts read now if the range
+    gave it none (the Kubernetes API keeps no history): what a live step there would see."""
+    if replicas is None or not steps or steps[-1].timestamp != at or steps[-1].replicas is not None:
+        return steps
+    return [*steps[:-1], dataclasses.replace(steps[-1], replicas=replicas)]

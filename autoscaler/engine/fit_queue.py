@@ -8,7 +8,10 @@ generation, whose full collections then stop the event loop for hundreds of
 milliseconds. Here a waiting target is one entry in a deque, and its history is read
 only when its fit starts, so the fit sees the newest data.
 
-A target with no model yet goes before one that has a model to keep serving with.
+A fit that a serving target's step waits on (a refit due at that step: the step's
+decision follows it) goes before a warm-start replay, which only a WARMING target
+waits on: a fleet warm-starting for hours must not hold up the decisions of the
+targets already serving.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ class FitQueue:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.concurrency = concurrency
-        self._first_fits: deque[TargetKey] = deque()
-        self._refits: deque[TargetKey] = deque()
+        self._blocking: deque[TargetKey] = deque()
+        self._background: deque[TargetKey] = deque()
         self._queued: set[TargetKey] = set()
         self._running: set[TargetKey] = set()
 
@@ -40,11 +43,12 @@ class FitQueue:
         """Waiting or running: asking again adds nothing."""
         return key in self._queued or key in self._running
 
-    def request(self, key: TargetKey, *, has_model: bool) -> None:
+    def request(self, key: TargetKey, *, blocking: bool) -> None:
+        """Queue `key`; `blocking` when a serving target's decision waits on this fit."""
         if self.is_pending(key):
             return
         self._queued.add(key)
-        (self._refits if has_model else self._first_fits).append(key)
+        (self._blocking if blocking else self._background).append(key)
 
     def discard(self, key: TargetKey) -> None:
         """Forget a waiting target (evicted); a running fit finishes on its own."""
@@ -54,7 +58,7 @@ class FitQueue:
         """The next target to fit, now marked running, or None when all slots are busy."""
         if len(self._running) >= self.concurrency:
             return None
-        for waiting in (self._first_fits, self._refits):
+        for waiting in (self._blocking, self._background):
             while waiting:
                 key = waiting.popleft()
                 if key in self._queued:  # else discarded while it waited

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import zlib
 from dataclasses import dataclass, replace
 
 from autoscaler.demand.derive import DemandEstimate
@@ -16,7 +16,7 @@ from autoscaler.domain.snapshot import (
 )
 from autoscaler.domain.spec import ScalerSpec
 from autoscaler.domain.types import Decision, TargetKey
-from autoscaler.planner.pipeline import TargetPipeline
+from autoscaler.planner.pipeline import RefitSchedule, TargetPipeline
 
 
 @dataclass(slots=True)
@@ -33,6 +33,8 @@ class TargetRuntime:
     last_error: str | None = None
     source_errors: int = 0
     collected_until: float | None = None
+    rebuilt_boundary: float | None = None
+    """The rebuild boundary whose window the pipeline was last replayed from (None before the warm start)."""
     missing_since: float | None = None
     """The first step of the current run of empty or NaN answers, fetched again once it ends."""
     stale_entry: int | None = None
@@ -41,13 +43,13 @@ class TargetRuntime:
     last_contact: float = 0.0
     last_fit_seconds: float | None = None
     last_update_seconds: float | None = None
-    fit_task: asyncio.Task[None] | None = None
     view: TargetSnapshot | None = None
     """The newest published view, or the one built for the next publish."""
 
     @classmethod
     def create(cls, *, key: TargetKey, spec: ScalerSpec, metric_name: str) -> TargetRuntime:
-        return cls(key=key, spec=spec, metric_name=metric_name, pipeline=TargetPipeline(spec))
+        pipeline = TargetPipeline(spec, refit_phase_steps=refit_phase_steps(key, spec))
+        return cls(key=key, spec=spec, metric_name=metric_name, pipeline=pipeline)
 
     def observe(self, step: StepSignals) -> None:
         """Fold one step in; a step of real values moves freshness up to its time at most."""
@@ -55,6 +57,12 @@ class TargetRuntime:
         timestamp = step.timestamp
         if step.values and (self.last_sample_at is None or timestamp > self.last_sample_at):
             self.last_sample_at = timestamp
+
+
+def refit_phase_steps(key: TargetKey, spec: ScalerSpec) -> int:
+    """The target's offset on the refit grid: from a stable hash of its key, so a fleet's
+    refits spread over the interval and every replica refits a target at the same steps."""
+    return zlib.crc32(str(key).encode()) % RefitSchedule().interval_steps(spec.step_seconds)
 
 
 def has_fresh_sample(runtime: TargetRuntime, now: float) -> bool:
@@ -92,6 +100,7 @@ def build_target_snapshot(
         updated_at=now,
         last_sample_at=runtime.last_sample_at,
         decision=runtime.decision,
+        decided_at=runtime.decided_at,
         forecast=pipeline.forecast,
         forecast_start=pipeline.forecast_start,
         history_timestamps=timestamps[-shown:],

@@ -4,11 +4,13 @@ The backtest and the daemon's engine drive the same object, so a backtest shows 
 the daemon would have done:
 
     pipeline.observe_step(signals)              # O(1): derive demand, buffer writes, model update
-    if pipeline.refit_due(now):
+    if pipeline.refit_due():
         inputs = pipeline.refit_inputs()        # O(1): a read-only view of the window
         fitted = fit_for(inputs)                # slow: the engine runs it in a worker
         pipeline.install(fitted)                # catches the new model up, then swaps
     decision = pipeline.decide(now, observed_replicas=counts)
+
+(`refit_if_due` is the middle three lines, for a caller that fits inline.)
 
 The model sees offered demand (autoscaler.demand), never a raw series that our own
 replicas shape; the raw signals and the observed replicas are kept beside it for the
@@ -17,10 +19,17 @@ target's primary signal (a load series is its own demand, so the open-loop backt
 a load trace is what it was before signals were typed).
 
 Refits are amortised: the first once `min_points` steps exist, then each time the
-history has doubled while it is short, then every `interval_seconds` of data. Under
-`model: auto` the per-series selection (a backtest of every candidate, most of a fit's
-cost) reruns while the history grows and then every `reselect_seconds`; the refits in
-between fit the model it chose.
+history has doubled while it is short, then each time the data crosses a boundary of an
+`interval_seconds` grid (shifted by the target's own phase, so a fleet's refits spread
+out). Under `model: auto` the per-series selection (a backtest of every candidate, most
+of a fit's cost) reruns while the history grows and then every `reselect_seconds`; the
+refits in between fit the model it chose.
+
+Every transition is a function of the steps observed, never of the wall clock or of
+how long a fit took: the model fitted at a step serves from that step's decision on.
+So two replicas of the daemon that see the same data reach the same state, and a
+replica that replays the history window (`autoscaler.planner.replay`) reaches the
+state of one that never stopped.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from autoscaler.forecast.fallback import FIT_FAILURES
 from autoscaler.forecast.selector import make_forecaster
 from autoscaler.history.series import SeriesBuffer
 from autoscaler.planner.calibration import DEFAULT_WINDOW, CoverageCalibrator, FloatRing, Prediction
+from autoscaler.planner.headroom import BurstModel, fit_bursts
 from autoscaler.planner.plan import Calibration, PlannerState, SafetyTerms, plan
 from autoscaler.planner.reactive import reactive_on_signals
 
@@ -68,6 +78,10 @@ class RefitSchedule:
     interval_seconds: float = 24 * 3600.0
     min_interval_steps: int = 96
     reselect_seconds: float = 7 * 86400.0
+
+    def interval_steps(self, step_seconds: float) -> int:
+        """The refit grid's spacing in steps, after the growth phase."""
+        return max(self.min_interval_steps, math.ceil(self.interval_seconds / step_seconds - 1e-9))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +131,13 @@ class TargetPipeline:
         factory: ForecasterFactory = default_factory,
         schedule: RefitSchedule | None = None,
         signal_history_points: int = SIGNAL_HISTORY_POINTS,
+        refit_phase_steps: int = 0,
     ) -> None:
+        """`refit_phase_steps` shifts this target's refit grid; the engine derives it from
+        the target's key, so every replica refits a target at the same steps."""
         self.spec = spec
         self.schedule = schedule or RefitSchedule()
+        self._refit_phase = refit_phase_steps
         self._factory = factory
         self._buffer = SeriesBuffer(step_seconds=spec.step_seconds, capacity=spec.history_points)
         self._recent: deque[float] = deque(maxlen=spec.lead_steps + 1)
@@ -132,13 +150,15 @@ class TargetPipeline:
         self._selection: Selection | None = None
         self._selected_end_step: int | None = None
         self._fitted_end_step: int | None = None
-        self._requested_end_timestamp: float | None = None
+        self._requested_end_step: int | None = None
         self._requested_points = 0
         self._levels = tuple(sorted({*DEFAULT_LEVELS, spec.target_coverage}))
         self._horizon = spec.node_lead_steps + 1
         self._forecast: Forecast | None = None
         self._forecast_start: float | None = None
         self._decision: Decision | None = None
+        self._bursts: BurstModel | None = None
+        self._bursts_end_step: int | None = None
         self.last_fit_error: str | None = None
         self._units = DemandUnits(
             capacity_per_replica=spec.capacity_per_replica, target_utilization=spec.target_utilization
@@ -217,22 +237,31 @@ class TargetPipeline:
 
     # -- refits -----------------------------------------------------------------------
 
-    def refit_due(self, now: float) -> bool:
+    def refit_due(self) -> bool:
+        """Whether the data observed so far calls for a refit now (see the module docstring)."""
         points = len(self._buffer)
-        if not self._measures_demand or points < self.schedule.min_points:
+        end = self._end_step()
+        if not self._measures_demand or points < self.schedule.min_points or end is None:
             return False
-        if self._requested_end_timestamp is None:
+        if self._requested_end_step is None:
             return True
         if points < self._buffer.capacity and points >= self.schedule.growth * self._requested_points:
             return True
-        interval = max(self.schedule.interval_seconds, self.schedule.min_interval_steps * self.spec.step_seconds)
-        return now - self._requested_end_timestamp >= interval
+        interval = self.schedule.interval_steps(self.spec.step_seconds)
+        return (end + self._refit_phase) // interval > (self._requested_end_step + self._refit_phase) // interval
+
+    def refit_if_due(self, fit: Callable[[RefitInputs], FittedModel] = fit_for) -> bool:
+        """Refit inline when due, as the engine does at this step; True when it refitted."""
+        if not self.refit_due():
+            return False
+        self.install(fit(self.refit_inputs()))
+        return True
 
     def refit_inputs(self) -> RefitInputs:
         end = self._end_step()
         if end is None:
             raise ValueError("no history to fit")
-        self._requested_end_timestamp = self._buffer.end_timestamp
+        self._requested_end_step = end
         self._requested_points = len(self._buffer)
         return RefitInputs(
             values=self._buffer.values(),
@@ -244,13 +273,16 @@ class TargetPipeline:
         )
 
     def _model_to_fit(self, end_step: int) -> str:
-        """`auto` reselects while history grows and every `reselect_seconds`; else its last pick."""
+        """`auto` reselects while history grows and at each boundary of the `reselect_seconds`
+        grid (on the refit grid's phase); else it refits its last pick."""
         if self.spec.model != "auto" or self._selection is None or self._selected_end_step is None:
             return self.spec.model
         if len(self._buffer) < self._buffer.capacity:
             return self.spec.model
-        reselect_steps = self.schedule.reselect_seconds / self.spec.step_seconds
-        if end_step - self._selected_end_step >= reselect_steps:
+        reselect_steps = max(1, math.ceil(self.schedule.reselect_seconds / self.spec.step_seconds - 1e-9))
+        if (end_step + self._refit_phase) // reselect_steps > (
+            self._selected_end_step + self._refit_phase
+        ) // reselect_steps:
             return self.spec.model
         return self._selection.chosen
 
@@ -306,6 +338,7 @@ class TargetPipeline:
             state=self._state,
             cold_start=cold_start,
             safety=self._safety(replicas, current),
+            bursts=self._burst_model(),
         )
         if replica_note:
             decision = replace(decision, reason=f"{decision.reason}; {replica_note}")
@@ -313,6 +346,19 @@ class TargetPipeline:
             self._calibrator.record(replace(prediction, planned=self._planned_cover(decision, prediction, calibration)))
         self._decision = decision
         return decision
+
+    def _burst_model(self) -> BurstModel | None:
+        """The bursts of the window the serving model was fitted on, refitted with it."""
+        fitted_end = self._fitted_end_step
+        end = self._end_step()
+        if fitted_end is None or end is None or fitted_end == self._bursts_end_step:
+            return self._bursts
+        # The fit's own window, not today's: the same steps observed give the same model.
+        kept = len(self._buffer) - max(0, end - fitted_end)
+        if kept > 0:
+            self._bursts = fit_bursts(self._buffer.timestamps()[:kept], self._buffer.values()[:kept], spec=self.spec)
+        self._bursts_end_step = fitted_end
+        return self._bursts
 
     def _replicas_for_decision(self, now: float, *, observed: bool) -> tuple[ReplicaCounts, str]:
         if observed:
@@ -419,6 +465,10 @@ class TargetPipeline:
         return decision.replicas * self.spec.capacity_per_replica
 
     # -- read-only views for the inspection API ---------------------------------------
+
+    @property
+    def refit_phase_steps(self) -> int:
+        return self._refit_phase
 
     @property
     def decision(self) -> Decision | None:

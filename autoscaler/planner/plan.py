@@ -18,9 +18,11 @@ Pure. The order of rules, each visible in the reason:
    stabilisation window, and never more than `scaleDownPercentPerMinute` of the current
    replicas per elapsed minute.
 4. Node buffer: the highest need over forecast steps lead+1 .. (lead + node lead)+1
-   minus the replicas planned, at least 0, capped at maxBufferReplicas and at the room
-   left under maxReplicas. Measured from the replicas planned (not the need at the
-   lead time) because replicas held by damping already keep their nodes.
+   minus the replicas planned, or the priced headroom for unannounced bursts
+   (autoscaler.planner.headroom) where that is more, at least 0, capped at
+   maxBufferReplicas and at the room left under maxReplicas. Measured from the replicas
+   planned (not the need at the lead time) because replicas held by damping already
+   keep their nodes.
 5. Whole nodes: with podsPerNode > 1, replicas take the pod slots left free on the
    nodes the plan needs anyway (replicas + buffer, rounded up to whole nodes). Those
    nodes are paid for either way; a ready replica in a free slot serves a surge at
@@ -40,6 +42,7 @@ import numpy as np
 
 from autoscaler.domain.spec import ScalerSpec
 from autoscaler.domain.types import Decision, FloatArray, Forecast
+from autoscaler.planner.headroom import BurstModel, burst_headroom
 from autoscaler.planner.reactive import clamp_replicas, reactive_load, replicas_for_demand
 
 
@@ -224,6 +227,7 @@ def plan(
     state: PlannerState,
     cold_start: str | None = None,
     safety: SafetyTerms = NO_SAFETY,
+    bursts: BurstModel | None = None,
 ) -> tuple[Decision, PlannerState]:
     """Decide the replicas and node buffer for `now`.
 
@@ -268,7 +272,10 @@ def plan(
         spec, now=now, raw=raw, current_replicas=current_replicas, state=state
     )
     node_need = _replicas_for(spec, need_at_node_lead) + safety.drain_replicas
-    buffer = max(0, min(node_need - replicas, spec.max_buffer_replicas, spec.max_replicas - replicas))
+    headroom = burst_headroom(bursts, now=now, spec=spec)
+    wanted = max(node_need - replicas, headroom.replicas)
+    for_bursts = headroom.replicas > node_need - replicas
+    buffer = max(0, min(wanted, spec.max_buffer_replicas, spec.max_replicas - replicas))
     replicas, fill_note = _fill_nodes(spec, replicas=replicas, buffer=buffer)
     reason = (
         f"forecast p{spec.target_coverage * 100:g} ({forecast.model}, calibrated {calibration.offset:+.4g}) "
@@ -276,7 +283,10 @@ def plan(
         f"(capacity {spec.capacity_per_replica:.4g}/replica); reactive needs {reactive}"
         f"{hold_note}{safety_note}{damping_note}{fill_note}"
     )
-    if buffer > 0:
+    if buffer > 0 and for_bursts:
+        capped = f" (capped from {headroom.replicas})" if buffer < headroom.replicas else ""
+        reason += f"; {buffer} placeholder replicas{capped} {headroom.reason}"
+    elif buffer > 0:
         reason += (
             f"; {buffer} placeholder replicas keep nodes warm for {need_at_node_lead:.4g} "
             f"at +{spec.lead_time_seconds + spec.node_lead_time_seconds:g}s"

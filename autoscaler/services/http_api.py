@@ -97,6 +97,7 @@ def _summary_fields(target: TargetSnapshot) -> Json:
         "status": target.status.value,
         "mode": "shadow" if target.spec.shadow else "active",
         "planned_replicas": decision.replicas if decision else None,
+        "decided_at": target.decided_at,
         "reactive_replicas": decision.reactive_replicas if decision else None,
         "buffer_replicas": decision.buffer_replicas if decision else None,
         "ready_replicas": observed.ready if observed else None,

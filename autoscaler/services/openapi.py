@@ -85,6 +85,7 @@ _SUMMARY: dict[str, Schema] = {
     "status": _string("warming, ready, stale or error.", enum=STATUSES),
     "mode": _string("active drives replicas; shadow only observes.", enum=MODES),
     "planned_replicas": _integer("Replicas the planner asks for.", nullable=True),
+    "decided_at": _number("Unix time of the step the plan was decided for (the step grid).", nullable=True),
     "reactive_replicas": _integer("Replicas current demand alone needs.", nullable=True),
     "buffer_replicas": _integer("Placeholder replicas keeping nodes warm.", nullable=True),
     "ready_replicas": _integer("Ready replicas of the scale target as last observed.", nullable=True),

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from autoscaler.domain.signals import ReplicaCounts, SignalKind, StepSignals
 from autoscaler.domain.spec import SIGNAL_KEYS, ScalerSpec, parse_spec
-from autoscaler.planner.pipeline import TargetPipeline, fit_for
+from autoscaler.planner.pipeline import TargetPipeline
 from autoscaler.planner.reactive import reactive_on_signals
 from autoscaler.sim.backtest import BacktestConfig, initial_replicas
 from autoscaler.sim.cluster import Cluster
@@ -91,8 +91,7 @@ class OursClosedLoop:
         self.pipeline = TargetPipeline(spec)
 
     def decide(self, now: float, replicas: ReplicaCounts) -> PolicyDecision:
-        if self.pipeline.refit_due(now):
-            self.pipeline.install(fit_for(self.pipeline.refit_inputs()))
+        self.pipeline.refit_if_due()
         decision = self.pipeline.decide(now, observed_replicas=replicas)
         return PolicyDecision(
             replicas=decision.replicas,
@@ -128,12 +127,16 @@ class KedaClosedLoop:
 
 
 class OracleClosedLoop:
-    """Perfect foresight of the arrivals, whatever is observed."""
+    """Perfect foresight of the arrivals, whatever is observed.
+
+    With a targetUtilization it provisions for the arrivals at that utilisation: the
+    headroom the user asked for is need, not waste, when ours is measured against it.
+    """
 
     name = ORACLE
 
     def __init__(self, spec: ScalerSpec, trace: Trace) -> None:
-        self._oracle = OraclePolicy(spec, trace.values)
+        self._oracle = OraclePolicy(spec, trace.values / (spec.target_utilization or 1.0))
 
     def decide(self, now: float, replicas: ReplicaCounts) -> PolicyDecision:
         current = replicas.ready if replicas.desired is None else replicas.desired
@@ -203,11 +206,14 @@ def run_named_closed_loop(name: str, bundle: str, trace: Trace, config: ClosedLo
 
 
 def closed_loop_jobs(bundles: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(policy, bundle) pairs: ours and KEDA/HPA per bundle, ours on arrivals and the oracle once."""
+    """(policy, bundle) pairs: ours and KEDA/HPA per bundle, ours on arrivals once, and the
+    oracle once, or per bundle with a target utilisation of its own."""
     jobs = [(OURS, "arrivals"), (ORACLE, "arrivals")]
     for bundle in bundles:
         if bundle != "arrivals":
             jobs.append((OURS, bundle))
+            if SignalKind.UTILIZATION in BUNDLES[bundle]:
+                jobs.append((ORACLE, bundle))
         jobs.append((KEDA, bundle))
     return jobs
 
@@ -219,7 +225,7 @@ def bundle_rows(runs: list[ClosedLoopRun], bundle: str) -> list[ClosedLoopRun]:
         by_key[(OURS, bundle)],
         by_key[(KEDA, bundle)],
         replace(by_key[(OURS, "arrivals")], name=OURS_ON_ARRIVALS, bundle=bundle),
-        replace(by_key[(ORACLE, "arrivals")], bundle=bundle),
+        by_key.get((ORACLE, bundle)) or replace(by_key[(ORACLE, "arrivals")], bundle=bundle),
     ]
 
 

@@ -19,7 +19,7 @@ from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
 from autoscaler.domain.spec import ScalerSpec
 from autoscaler.domain.types import FloatArray
-from autoscaler.planner.pipeline import TargetPipeline, fit_for
+from autoscaler.planner.pipeline import TargetPipeline
 from autoscaler.planner.plan import PlannerState, damp
 from autoscaler.planner.reactive import clamp_replicas, reactive_load, replicas_for_demand
 
@@ -204,8 +204,7 @@ class OursPolicy:
         self.pipeline = pipeline
 
     def decide(self, now: float, current_replicas: int) -> PolicyDecision:
-        if self.pipeline.refit_due(now):
-            self.pipeline.install(fit_for(self.pipeline.refit_inputs()))
+        self.pipeline.refit_if_due()
         decision = self.pipeline.decide(now, current_replicas)
         return PolicyDecision(
             replicas=decision.replicas,

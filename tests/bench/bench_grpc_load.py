@@ -2,18 +2,23 @@
 
     .venv/bin/python -m tests.bench.bench_grpc_load [--servers grpcio grpcio-sync reference] [--client loadgen|ghz]
         [--engine fake|real] [--targets 1000] [--callers 64] [--rates 1000 2000 3000] [--seconds 15]
-        [--speed 1] [--step 60s] [--history 6h] [--model auto] [--settle-seconds 600] [--traces DIR]
+        [--speed 1] [--step 60s] [--history 6h] [--model auto] [--settle-seconds 600 | --during-first-fits]
+        [--fit-niceness N] [--full-collection-seconds 120] [--watch-stalls] [--traces DIR]
 
 The server is the real GrpcServer (grpc.aio, "grpcio") with its default settings. Behind
 it, `--engine fake` (the default) holds READY snapshots for every target and does no
 other work; `--engine real` is the real `Engine` keeping every target fresh: each
 replays one of the traces in `--traces DIR` through `ReplaySource` on a clock running
 `--speed` times faster than the wall (as tests/bench/soak.py does), collecting,
-refitting in a fit worker process (`--model`) and planning while the calls arrive. The
-run starts once every target has its first plan and, waiting at most `--settle-seconds`,
-a fitted model. The client sends GetMetrics round-robin over every target's request, at
-a fixed rate, from 64 concurrent callers on one HTTP/2 connection, as KEDA's operator
-does:
+refitting in a fit worker process (`--model`) and planning while the calls arrive, with
+the daemon's garbage-collection pacing (`--full-collection-seconds`, 0 leaves collections
+to CPython). The run starts once every target has its first plan and, waiting at most
+`--settle-seconds`, a fitted model; `--during-first-fits` starts it right after the
+first plans instead, while the fit worker works through the fleet's first fits, and
+fails if they were all done before the calls were. The fit worker runs at the lowest CPU
+priority, as the daemon's do, or `--fit-niceness N` nicer than this process. The client
+sends GetMetrics round-robin over every target's request, at a fixed rate, from 64
+concurrent callers on one HTTP/2 connection, as KEDA's operator does:
 
 - `loadgen` (default): our Go client, tests/bench/go/loadgen, built by
   tests/bench/build_loadgen.sh and cached beside the harness binaries. Requests are
@@ -41,6 +46,12 @@ hypervisor, and at moderate rates that, not the server, makes the latency tail; 
 reference server shows the same tail. `--keep-cpus-awake` runs a nice-19 busy loop per
 CPU during the runs, which yields to any real work but keeps the vCPUs from halting,
 to separate the two.
+
+Before each rate the machine's load average is printed: other processes compete for the
+same cores. After each rate, with the real engine: the share of targets fresh and fitted,
+the garbage collector's pauses on the event loop during the rate, and with
+`--watch-stalls` the event-loop stalls over 20 ms and the stack each was charged to
+(tests/bench/stall_watch.py; its watcher thread takes the GIL every 5 ms).
 
 Latencies are measured at the client. "due p99" (loadgen only) counts from when a call
 was due, so time spent waiting for a free caller counts too. CPU per call is this
@@ -75,9 +86,12 @@ from autoscaler.domain.snapshot import TargetStatus
 from autoscaler.domain.spec import metric_name_for, parse_duration, parse_spec, target_key
 from autoscaler.engine.engine import Engine, EngineSettings
 from autoscaler.engine.fit_pool import FitPool
+from autoscaler.gc_pacing import PacedCollector
 from autoscaler.services.grpc_scaler import SERVICE_NAME, ExternalScalerService, ScalerServiceSettings, pb2
 from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings, channel_options
+from autoscaler.settings import EngineTuning
 from tests.bench.bench_grpc import memory_per_target
+from tests.bench.stall_watch import StallWatch
 from tests.traces import add_traces_option
 from tests.unit.services.fake_engine import FakeEngine, ready_targets
 
@@ -281,14 +295,14 @@ async def bench_sync_server(
 
 async def bench_real_engine(args: argparse.Namespace, binary: str) -> list[tuple[int, Run]]:
     """The real engine keeping `args.targets` replayed targets fresh behind the server."""
-    # soak imports this module's client helpers, so its target builder is imported here.
-    from tests.bench.soak import build_targets, metrics_requests  # noqa: PLC0415
+    # soak imports this module's client helpers, so its helpers are imported here.
+    from tests.bench.soak import GcPauses, build_targets, metrics_requests  # noqa: PLC0415
 
     step, history = parse_duration(args.step), parse_duration(args.history)
     start = float(int(time.time() / step) * step)
     targets, source = build_targets(args.targets, step, history, args.model, start, traces=args.traces)
     clock = ScaledClock(start=start, speed=args.speed)
-    executor = FitPool(max_workers=1)
+    executor = FitPool(max_workers=1, niceness=args.fit_niceness)
     engine = Engine(
         sources={"default": source},
         clock=clock,
@@ -300,23 +314,52 @@ async def bench_real_engine(args: argparse.Namespace, binary: str) -> list[tuple
     await engine.start()
     server = GrpcServer(engine, GrpcServerSettings(host="127.0.0.1", port=0), clock=clock.now)
     port = await server.start()
+    collector = PacedCollector(args.full_collection_seconds) if args.full_collection_seconds else None
+    if collector is not None:
+        collector.start()  # last, as the daemon does
+    pauses, watch = GcPauses(), StallWatch() if args.watch_stalls else None
+    if watch is not None:
+        watch.start()
+
+    def report() -> str:
+        """What the engine and the event loop did since the last report."""
+        collections = pauses.take()
+        line = (
+            f"{fresh_share(engine, clock.now(), step):.1%} of targets fresh, {fitted_share(engine):.1%} fitted; "
+            f"GC pauses: longest {max(collections.longest_full_ms, collections.longest_young_ms):.1f} ms, "
+            f"{collections.young_total_ms:.0f} ms young in all, {collections.full_collections} full"
+        )
+        if watch is None:
+            return line
+        stalls = watch.take()
+        worst = "".join(f"\n    {ms:7.0f} ms in {stack}" for stack, ms in stalls.worst())
+        return f"{line}; loop stalls over 20 ms: {stalls.stalls}, longest {stalls.longest_ms:.0f} ms{worst}"
+
     try:
         warmed = time.monotonic()
         while sum(t.decision is not None for t in engine.snapshot().targets.values()) < args.targets:
             await asyncio.sleep(1.0)
         print(f"all {args.targets} targets planned after {time.monotonic() - warmed:.0f} s", flush=True)
         # The first fits of a whole fleet come due together after its warm start; a daemon
-        # spends most of its life after them, so the calls are offered once they are done.
-        settle_until = time.monotonic() + args.settle_seconds
+        # spends most of its life after them, so by default the calls wait for them.
+        settle_until = time.monotonic() + (0.0 if args.during_first_fits else args.settle_seconds)
         while fitted_share(engine) < 1.0 and time.monotonic() < settle_until:
             await asyncio.sleep(5.0)
         print(f"{fitted_share(engine):.1%} of targets fitted after {time.monotonic() - warmed:.0f} s", flush=True)
         engine_cpu = await engine_only_cpu(args.seconds)
-        return await offer_each_rate(
+        rows = await offer_each_rate(
             metrics_requests(targets), port, args, binary, cpu_seconds=time.process_time, idle_cpu=engine_cpu,
-            freshness=lambda: fresh_share(engine, clock.now(), step),
+            report=report,
         )  # fmt: skip
+        if args.during_first_fits and fitted_share(engine) >= 1.0:
+            raise SystemExit("--during-first-fits: the first fits were all done before the calls; use more targets")
+        return rows
     finally:
+        if watch is not None:
+            watch.stop()
+        pauses.close()
+        if collector is not None:
+            await collector.stop()
         await server.stop(1)
         await engine.stop()
         executor.shutdown(wait=False, cancel_futures=True)
@@ -381,17 +424,22 @@ async def offer_each_rate(
     *,
     cpu_seconds: Callable[[], float],
     idle_cpu: float = 0.0,
-    freshness: Callable[[], float] | None = None,
+    report: Callable[[], str] | None = None,
 ) -> list[tuple[int, Run]]:
+    """`report`: what happened since its last call, printed before the first rate and after each."""
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         data = write_requests(requests, Path(directory), args.client)
         client = Client(args.client, binary, port, data, args.callers, args.client_cores)
         await offer(client, 500, 3, cpu_seconds, idle_cpu)  # warm-up: caches and connection
+        if report is not None:
+            print(f"before the calls: {report()}", flush=True)
         for rate in args.rates:
+            load = " ".join(f"{average:.2f}" for average in os.getloadavg())
+            print(f"{rate} calls/s: load average {load} before", flush=True)
             rows.append((rate, await offer(client, rate, args.seconds, cpu_seconds, idle_cpu)))
-            if freshness is not None:
-                print(f"after {rate} calls/s: {freshness():.1%} of targets fresh", flush=True)
+            if report is not None:
+                print(f"after {rate} calls/s: {report()}", flush=True)
     return rows
 
 
@@ -415,7 +463,12 @@ def cpus_kept_awake(enabled: bool) -> Iterator[None]:
 
 def print_table(args: argparse.Namespace, results: dict[str, list[tuple[int, Run]]]) -> None:
     engine = (
-        f"real engine ({args.model}, step {args.step}, {args.speed:g}x)" if args.engine == "real" else "fake engine"
+        f"real engine ({args.model}, step {args.step}, {args.speed:g}x, "
+        f"fit worker {'SCHED_IDLE' if args.fit_niceness is None else f'nice +{args.fit_niceness}'}, "
+        f"GC {f'paced every {args.full_collection_seconds:g}s' if args.full_collection_seconds else 'CPython'}"
+        + (", during the first fits)" if args.during_first_fits else ")")
+        if args.engine == "real"
+        else "fake engine"
     )
     print(
         f"GetMetrics, {args.targets} targets, {engine}, {args.callers} callers on one connection, "
@@ -443,9 +496,23 @@ def main() -> None:
     parser.add_argument("--step", default="60s", help="real engine: each target's step")
     parser.add_argument("--history", default="6h", help="real engine: each target's history window")
     parser.add_argument("--model", default="auto", help="real engine: each target's model")
-    parser.add_argument(
+    first_fits = parser.add_mutually_exclusive_group()
+    first_fits.add_argument(
         "--settle-seconds", type=float, default=600.0, help="real engine: longest wait for the first fits before calls"
     )
+    first_fits.add_argument(
+        "--during-first-fits", action="store_true", help="real engine: offer the calls while the first fits run"
+    )
+    parser.add_argument(
+        "--fit-niceness", type=int, default=None, help="real engine: the fit worker's niceness; default SCHED_IDLE"
+    )
+    parser.add_argument(
+        "--full-collection-seconds",
+        type=float,
+        default=EngineTuning().full_collection_seconds,
+        help="real engine: period of the paced garbage collections; 0 leaves them to CPython",
+    )
+    parser.add_argument("--watch-stalls", action="store_true", help="real engine: report event-loop stalls")
     add_traces_option(parser)
     parser.add_argument("--client", choices=("loadgen", "ghz"), default="loadgen")
     parser.add_argument("--targets", type=int, default=1000)

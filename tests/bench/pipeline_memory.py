@@ -61,8 +61,7 @@ async def run_step(runtime: TargetRuntime, source: ReplaySource, now: float) -> 
     if not reading.missing:
         runtime.observe(reading.signals)
     pipeline = runtime.pipeline
-    if pipeline.refit_due(now):
-        pipeline.install(fit_for(pipeline.refit_inputs()))
+    pipeline.refit_if_due()
     runtime.decision = pipeline.decide(now, observed_replicas=reading.signals.replicas)
     shown = EngineSettings().history_points_shown
     runtime.view = build_target_snapshot(runtime, now=now, reuse=None, shown=shown)

@@ -107,6 +107,7 @@ def target(
         updated_at=time.time(),
         last_sample_at=time.time(),
         decision=decision,
+        decided_at=time.time(),
         forecast=None,
         forecast_start=None,
         history_timestamps=empty,

@@ -92,10 +92,24 @@ def test_keda_query_command_against_the_demo(demo: dict[str, str]) -> None:
     target = DEMO_TARGETS[1]
     result = subprocess.run(
         [
-            sys.executable, "-m", "autoscaler", "keda-query", "--address", demo["gRPC"],
-            "--namespace", target.namespace, "--name", target.name, "--metadata", json.dumps(target.metadata),
+            sys.executable,
+            "-m",
+            "autoscaler",
+            "keda-query",
+            "--address",
+            demo["gRPC"],
+            "--namespace",
+            target.namespace,
+            "--name",
+            target.name,
+            "--metadata",
+            json.dumps(target.metadata),
         ],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)

@@ -75,6 +75,7 @@ def test_schema_is_the_settings_json_schema(capsys: pytest.CaptureFixture[str]) 
         "engine",
         "limits",
         "log",
+        "clock",
     }
 
 

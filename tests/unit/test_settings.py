@@ -167,6 +167,16 @@ REJECTED = [
     ("limits: {maxBufferReplicasPerTarget: -1}", "limits.maxBufferReplicasPerTarget: Input should be greater"),
     ("limits: {tenancy: label}", "limits.tenancy: Input should be 'none' or 'namespace' (got 'label')"),
     ("limits: {allowCustomQueries: 'no'}", "limits.allowCustomQueries: Input should be a valid boolean (got 'no')"),
+    ("clock: {source: replay}", "clock: source replay needs replay.start and replay.wallOrigin (epoch seconds)"),
+    ("clock: {source: replay, replay: {start: 1}}", "clock: source replay needs replay.wallOrigin"),
+    ("clock: {replay: {speed: 288}}", "clock: replay.speed set but source is system; set source: replay"),
+    ("clock: {source: wall}", "clock.source: Input should be 'system' or 'replay' (got 'wall')"),
+    ("clock: {source: replay, replay: {start: 1, wallOrigin: 2, speed: 0}}", "clock.replay.speed: Input should be"),
+    ("clock: {source: replay, replay: {start: today, wallOrigin: 2}}", "clock.replay.start: Input should be a valid"),
+    (
+        "clock: {source: replay, replay: {start: 1, wallOrigin: 2}}\nactuator: {mode: placeholders}",
+        "clock.source replay needs actuator.mode off (got 'placeholders')",
+    ),
     ("- a\n- b", "top level must be a mapping"),
     ("a: [", "invalid YAML"),
 ]
@@ -218,6 +228,13 @@ def test_unknown_override_is_a_programming_error() -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(str(tmp_path / "absent.yaml"), environ={})
+
+
+def test_the_replay_clock_is_asked_for_by_name(tmp_path: Path) -> None:
+    assert load_settings(None, environ={}).clock.source == "system"
+    text = "clock: {source: replay, replay: {start: 1783987200, speed: 288, wallOrigin: 1794000000.5}}"
+    replay = load_settings(write(tmp_path, text), environ={}).clock.replay
+    assert (replay.start, replay.speed, replay.wall_origin) == (1783987200.0, 288.0, 1794000000.5)
 
 
 def test_settings_are_frozen() -> None:

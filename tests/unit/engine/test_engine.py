@@ -48,8 +48,8 @@ def source() -> SwitchableSource:
     return SwitchableSource(ReplaySource([replay]))
 
 
-async def started_engine(source: SwitchableSource) -> tuple[Engine, ScaledClock]:
-    clock = ScaledClock(start=ORIGIN, speed=SPEED)
+async def started_engine(source: SwitchableSource, *, speed: float = SPEED) -> tuple[Engine, ScaledClock]:
+    clock = ScaledClock(start=ORIGIN, speed=speed)
     engine = Engine(
         sources={"replay": source}, clock=clock, fit_executor=None, settings=EngineSettings(tick_seconds=0.01)
     )
@@ -66,6 +66,8 @@ async def served(source: SwitchableSource) -> AsyncIterator[Served]:
         engine.ensure_target(key, parse_spec(METADATA))
         first = await engine.wait_for_target(key, timeout=30)
         assert first is not None and first.decision is not None
+        # The replay took virtual minutes at this speed: the next steps catch up first.
+        await wait_until(lambda: engine.snapshot().targets[key].status is TargetStatus.READY, timeout=30)
         yield engine, clock, key
     finally:
         await engine.stop()
@@ -84,10 +86,10 @@ async def test_warm_start_plans_from_history(source: SwitchableSource) -> None:
     try:
         engine.ensure_target(key, parse_spec(METADATA))
         first = await engine.wait_for_target(key, timeout=30)
-        assert first is not None and first.decision is not None  # answers before any model is fitted
-        await wait_until(lambda: engine.snapshot().targets[key].chosen_model is not None, timeout=60)
+        # The first answer comes with the model the replayed history chose.
+        assert first is not None and first.decision is not None and first.chosen_model is not None
+        await wait_until(lambda: engine.snapshot().targets[key].status is TargetStatus.READY, timeout=30)
         snapshot = engine.snapshot().targets[key]
-        assert snapshot.status is TargetStatus.READY
         assert len(snapshot.history_values) >= 700  # two days warm-started, the view shows the tail
         assert snapshot.decision.replicas >= snapshot.decision.reactive_replicas >= 1
         assert snapshot.chosen_model is not None
@@ -224,8 +226,11 @@ async def test_a_fleet_on_one_step_is_published_ready_then_stale_together(
     source: SwitchableSource, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Many targets share step boundaries and staleAfter, so their stale times tie."""
-    engine, _ = await started_engine(source)
-    keys = [target_key("web", f"nasa-{index}", METADATA) for index in range(40)]
+    # 40 warm-start replays, and a rebuild each at its daily boundary: the cheapest model,
+    # and a slower clock, so replays in one thread do not outrun staleAfter.
+    engine, _ = await started_engine(source, speed=SPEED / 4)
+    metadata = {**METADATA, "model": "naive"}
+    keys = [target_key("web", f"nasa-{index}", metadata) for index in range(40)]
 
     def all_are(status: TargetStatus) -> bool:
         snapshots = [engine.snapshot().get(key) for key in keys]
@@ -233,8 +238,8 @@ async def test_a_fleet_on_one_step_is_published_ready_then_stale_together(
 
     try:
         for key in keys:
-            engine.ensure_target(key, parse_spec(METADATA))
-        await wait_until(lambda: all_are(TargetStatus.READY))
+            engine.ensure_target(key, parse_spec(metadata))
+        await wait_until(lambda: all_are(TargetStatus.READY), timeout=120)
         source.down = True
         await wait_until(lambda: all_are(TargetStatus.STALE))
         source.down = False
@@ -326,13 +331,19 @@ def step_change(before: float, after: float, *, at_row: int = HISTORY_ROWS + 2) 
 
 
 async def test_plans_start_from_the_observed_replicas_when_the_hpa_does_not_follow() -> None:
-    """The HPA kept 7 ready (maxReplicas, tolerance, another trigger winning) while our plan
-    asked for fewer: the scale-down is counted from the 7 observed, not from a last plan
-    that never happened, so the rate limit holds it above the demand's 2 at first; it
-    then goes on down to 2 at 50 %/min though the HPA still holds 7."""
-    series = {"arrivals": step_change(30.0, 30.0), "pods": step_change(7.0, 7.0), "ready": step_change(7.0, 7.0)}
+    """The HPA went to 7 ready (another trigger winning, a fallback) while our plan asked
+    for 2: the scale-down is counted from the 7 observed, not from a last plan that never
+    happened, so the rate limit holds it above the demand's 2 at first; it then goes on
+    down to 2 at 50 %/min though the HPA still holds 7."""
+    # An hour after the warm start, so the change comes live, after the replay (virtual minutes here).
+    held_from = HISTORY_ROWS + 60
+    series = {
+        "arrivals": step_change(30.0, 30.0),
+        "pods": step_change(2.0, 7.0, at_row=held_from),
+        "ready": step_change(2.0, 7.0, at_row=held_from),
+    }
     async with serving_series(series, SIGNALS_AND_REPLICAS) as (engine, clock, key):  # demand 30 needs 2
-        start = clock.now()
+        start = ORIGIN + 60 * 60.0
         await wait_until(lambda: clock.now() - start >= 90)
         decision = engine.snapshot().targets[key].decision
         # Counted from a last plan of 2, nothing would limit it; from the 7 observed it is.

@@ -1,4 +1,4 @@
-"""The refit queue: bounded concurrency, first fits first, no duplicates, evictions."""
+"""The fit queue: bounded concurrency, blocking refits first, no duplicates, evictions."""
 
 from __future__ import annotations
 
@@ -22,28 +22,28 @@ def drain(queue: FitQueue) -> list[str]:
 def test_no_more_than_the_concurrency_run_at_once() -> None:
     queue = FitQueue(concurrency=2)
     for name in "abcd":
-        queue.request(key(name), has_model=True)
+        queue.request(key(name), blocking=True)
     assert drain(queue) == ["a", "b"]
     assert (queue.running, len(queue)) == (2, 2)
     queue.finished(key("a"))
     assert drain(queue) == ["c"]
 
 
-def test_targets_without_a_model_go_first() -> None:
+def test_refits_that_a_decision_waits_on_go_before_warm_start_replays() -> None:
     queue = FitQueue(concurrency=10)
-    queue.request(key("refit-1"), has_model=True)
-    queue.request(key("first"), has_model=False)
-    queue.request(key("refit-2"), has_model=True)
-    assert drain(queue) == ["first", "refit-1", "refit-2"]
+    queue.request(key("replay-1"), blocking=False)
+    queue.request(key("refit"), blocking=True)
+    queue.request(key("replay-2"), blocking=False)
+    assert drain(queue) == ["refit", "replay-1", "replay-2"]
 
 
 def test_a_target_waiting_or_running_is_not_queued_twice() -> None:
     queue = FitQueue(concurrency=1)
-    queue.request(key("a"), has_model=True)
-    queue.request(key("a"), has_model=True)
+    queue.request(key("a"), blocking=True)
+    queue.request(key("a"), blocking=True)
     assert len(queue) == 1
     assert drain(queue) == ["a"]
-    queue.request(key("a"), has_model=True)  # running: nothing to add
+    queue.request(key("a"), blocking=True)  # running: nothing to add
     assert queue.is_pending(key("a")) and len(queue) == 0
     queue.finished(key("a"))
     assert not queue.is_pending(key("a"))
@@ -52,7 +52,7 @@ def test_a_target_waiting_or_running_is_not_queued_twice() -> None:
 def test_a_discarded_target_never_starts() -> None:
     queue = FitQueue(concurrency=5)
     for name in "abc":
-        queue.request(key(name), has_model=False)
+        queue.request(key(name), blocking=False)
     queue.discard(key("b"))
     assert drain(queue) == ["a", "c"]
 

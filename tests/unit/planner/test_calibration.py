@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autoscaler.planner.calibration import MIN_SCORES, CoverageCalibrator, FloatRing, Prediction, SortedWindow
+from autoscaler.planner.calibration import (
+    MIN_SCORES,
+    CoverageCalibrator,
+    FloatRing,
+    Prediction,
+    SlidingMax,
+    SortedWindow,
+)
 
 
 def test_ring_keeps_the_last_values_and_their_mean() -> None:
@@ -59,7 +66,20 @@ def test_offset_is_zero_until_enough_scores() -> None:
     assert calibrator.offset(1.0) == 0.0
     calibrator.record(Prediction(MIN_SCORES - 1, base=0.0, median=0.0, scale=1.0, planned=0.0))
     calibrator.observe(step=MIN_SCORES - 1, actual=5.0, naive_error=1.0)
-    assert calibrator.offset(2.0) == pytest.approx(10.0)
+    assert calibrator.offset(1.0) == pytest.approx(5.0)
+
+
+def test_the_offset_never_exceeds_the_largest_shortfall_in_the_window() -> None:
+    """A burst scored against a quiet hour's narrow spread is a huge score; times a busy
+    hour's spread it asked for thousands of replicas. It is held to the burst itself."""
+    calibrator = CoverageCalibrator(target_coverage=0.99, lead_steps=1)
+    for step in range(100):
+        burst = step % 50 == 49
+        calibrator.record(Prediction(step, base=2.0, median=2.0, scale=0.01, planned=2.0))
+        calibrator.observe(step=step, actual=40.0 if burst else 2.0, naive_error=1.0)
+    assert calibrator.offset(0.01) == pytest.approx(38.0)  # the score quantile itself, 3,800 x 0.01
+    assert calibrator.offset(100.0) == pytest.approx(38.0)  # not 3,800 x 100
+    assert calibrator.offset(0.001) == pytest.approx(3.8)  # below the cap, the scale still applies
 
 
 def test_only_the_prediction_for_this_step_is_scored() -> None:
@@ -169,3 +189,11 @@ def test_demand_basis_moves_the_level_by_the_shortfall_against_the_window_mean()
 def test_an_unknown_basis_is_refused() -> None:
     with pytest.raises(ValueError, match="coverage basis 'requests'"):
         CoverageCalibrator(target_coverage=0.9, lead_steps=1, basis="requests")
+
+
+def test_the_sliding_max_forgets_values_older_than_its_window() -> None:
+    window = SlidingMax(3)
+    assert window.max() is None
+    for value, largest in [(5.0, 5.0), (1.0, 5.0), (2.0, 5.0), (0.0, 2.0), (-1.0, 2.0), (-3.0, 0.0), (4.0, 4.0)]:
+        window.push(value)
+        assert window.max() == largest

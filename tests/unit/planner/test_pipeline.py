@@ -23,8 +23,7 @@ def feed(pipeline: TargetPipeline, values: list[float], *, start: int = 0) -> fl
     """Observe values at consecutive steps with the engine's loop; returns the next 'now'."""
     for offset, value in enumerate(values):
         now = (start + offset) * STEP
-        if pipeline.refit_due(now):
-            pipeline.install(fit_for(pipeline.refit_inputs()))
+        pipeline.refit_if_due()
         pipeline.decide(now, 5)
         pipeline.observe(now, value)
     return (start + len(values)) * STEP
@@ -34,7 +33,7 @@ def test_cold_start_is_reactive_until_the_first_fit() -> None:
     pipeline = make_pipeline()
     for step in range(5):
         pipeline.observe(step * STEP, 100.0)
-    assert not pipeline.refit_due(5 * STEP)
+    assert not pipeline.refit_due()
     decision = pipeline.decide(5 * STEP, 3)
     assert not decision.predictive
     assert decision.replicas == decision.reactive_replicas == 10
@@ -49,11 +48,11 @@ def test_refits_double_while_short_then_follow_the_interval() -> None:
     fitted_at: list[int] = []
     for step in range(200):
         pipeline.observe(step * STEP, 50.0 + step % 7)
-        if pipeline.refit_due((step + 1) * STEP):
+        if pipeline.refit_due():
             fitted_at.append(len(pipeline.history()[1]))
             pipeline.install(fit_for(pipeline.refit_inputs()))
-    assert fitted_at[:4] == [10, 20, 40, 80]
-    assert fitted_at[4:] == [140, 200]  # then every 3600 s (60 steps)
+    # Doubling while short (10, 20, 40) and where the data crosses the 3600 s grid (60 steps).
+    assert fitted_at == [10, 20, 40, 60, 120, 180]
 
 
 def test_install_replays_points_observed_since_the_copy() -> None:
@@ -145,8 +144,7 @@ def test_adversarial_series_keep_every_invariant(name: str) -> None:
     current = 1
     for step, value in enumerate(ADVERSARIAL[name]):
         now = step * STEP
-        if pipeline.refit_due(now):
-            pipeline.install(fit_for(pipeline.refit_inputs()))
+        pipeline.refit_if_due()
         decision = pipeline.decide(now, current)
         assert 1 <= decision.replicas <= 60
         assert decision.replicas >= decision.reactive_replicas
@@ -168,8 +166,7 @@ def test_calibration_converges_on_a_real_trace() -> None:
     current = 1
     for step, value in enumerate(values):
         now = step * 300.0
-        if pipeline.refit_due(now):
-            pipeline.install(fit_for(pipeline.refit_inputs()))
+        pipeline.refit_if_due()
         current = pipeline.decide(now, current).replicas
         pipeline.observe(now, value)
     coverage = pipeline.achieved_coverage
@@ -203,9 +200,10 @@ def test_auto_reselects_while_history_grows_then_weekly() -> None:
     pipeline = TargetPipeline(spec, factory=_recording_factory(models), schedule=schedule)
     for step in range(60 * 10):
         pipeline.observe(step * STEP, 10.0 + step % 5)
-        if pipeline.refit_due((step + 1) * STEP):
+        if pipeline.refit_due():
             pipeline.install(fit_for(pipeline.refit_inputs()))
     assert models[:3] == ["auto", "auto", "auto"]  # 10, 20, 40 points: history still growing
-    assert models[3:] == ["ets", "ets", "ets", "auto", "ets", "ets", "ets", "auto", "ets"]  # hourly; auto every 4 h
+    # At each hour of data; auto where the data crosses the 4-hour grid (steps 240, 480).
+    assert models[3:] == ["ets", "ets", "ets", "auto", "ets", "ets", "ets", "auto", "ets", "ets"]
     assert pipeline.selection is not None and pipeline.selection.chosen == "ets"
     assert pipeline.chosen_model in {"ets", "random-walk"}

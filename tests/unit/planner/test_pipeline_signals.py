@@ -7,7 +7,7 @@ import math
 import pytest
 
 from autoscaler.domain.signals import ReplicaCounts, SignalKind, StepSignals
-from autoscaler.planner.pipeline import RefitSchedule, TargetPipeline, fit_for
+from autoscaler.planner.pipeline import RefitSchedule, TargetPipeline
 from autoscaler.planner.reactive import reactive_utilisation
 from tests.unit.planner.fakes import make_spec, random_walk_factory
 
@@ -39,8 +39,7 @@ def step(pipeline: TargetPipeline, index: int, values: dict[SignalKind, float], 
     """The engine's loop for one step: observe, refit when due, decide on the observed replicas."""
     now = index * STEP
     pipeline.observe_step(StepSignals(timestamp=now, values=values, replicas=replicas))
-    if pipeline.refit_due(now):
-        pipeline.install(fit_for(pipeline.refit_inputs()))
+    pipeline.refit_if_due()
     return pipeline.decide(now, observed_replicas=replicas).replicas
 
 
@@ -142,7 +141,7 @@ def test_waiting_alone_grows_on_a_backlog_and_steps_down_on_an_empty_queue() -> 
     assert decision is not None
     assert not decision.predictive
     assert "a queue alone only bounds demand" in decision.reason
-    assert not pipeline.refit_due(3600.0)
+    assert not pipeline.refit_due()
     # Past the stabilisation window, an empty queue steps down by a tenth, not to the queue's answer of 1.
     assert step(pipeline, 6, {SignalKind.WAITING: 0.0}, ReplicaCounts(ready=10, desired=10)) == 9
     assert pipeline.decision is not None

@@ -71,6 +71,7 @@ def target_snapshot(
         updated_at=now,
         last_sample_at=None if sample_age is None else now - sample_age,
         decision=plan,
+        decided_at=None if plan is None else now,
         forecast=None,
         forecast_start=None,
         history_timestamps=as_float_array([now - step * (len(history) - i) for i in range(len(history))]),

@@ -118,6 +118,7 @@ def trace_target(
         status=status,
         updated_at=now - 1.0,
         last_sample_at=last_sample_at,
+        decided_at=now - 1.0,
         decision=Decision(
             replicas=planned,
             reactive_replicas=reactive,
@@ -274,6 +275,7 @@ async def test_list_has_every_target_sorted(
         "status",
         "mode",
         "planned_replicas",
+        "decided_at",
         "reactive_replicas",
         "buffer_replicas",
         "ready_replicas",

@@ -15,6 +15,7 @@ from autoscaler.sim.closed_loop import (
     ORACLE,
     OURS,
     ClosedLoopConfig,
+    bundle_rows,
     closed_loop_jobs,
     closed_loop_table,
     run_closed_loop,
@@ -127,3 +128,15 @@ def test_backtest_closed_loop_prints_the_table(capsys: pytest.CaptureFixture[str
     ]
     assert main(["backtest", str(trace), *flags]) == 2
     assert "--out DECISIONS.csv is required (except with --closed-loop)" in capsys.readouterr().err
+
+
+def test_the_utilisation_bundle_is_measured_against_an_oracle_at_its_target() -> None:
+    """At targetUtilization 0.8 the user asks for replicas 80 % busy: the oracle provisions
+    that too, so the ratio does not count the headroom asked for as waste."""
+    trace = nab_trace()
+    config = config_for(trace)
+    runs = [run_named_closed_loop(name, bundle, trace, config) for name, bundle in closed_loop_jobs(("utilisation",))]
+    oracle_at_target = bundle_rows(runs, "utilisation")[-1]
+    oracle_at_capacity = run_named_closed_loop(ORACLE, "arrivals", trace, config)
+    assert oracle_at_target.bundle == "utilisation"
+    assert oracle_at_target.replica_steps > 1.1 * oracle_at_capacity.replica_steps
