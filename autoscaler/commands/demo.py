@@ -37,6 +37,7 @@ def _instructions(listening: Listening, speed: float) -> str:
         "",
         f"Predictive autoscaler demo: replaying {len(DEMO_TARGETS)} real traces at {speed:g}x.",
         *(f"  target {t.namespace}/{t.name}: {t.trace_file}" for t in DEMO_TARGETS),
+        "  Each target answers once its history is replayed (a few seconds; UNAVAILABLE until then).",
         "",
         f"  page:       {listening.http_url}",
         f"  JSON API:   {listening.http_url}api/v1/targets",

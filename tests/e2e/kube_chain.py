@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Self
 
-from tests.harness.cluster import ControlPlane
+from tests.harness.cluster import Binaries, ControlPlane
 
 NAMESPACE = "default"
 
@@ -141,3 +141,17 @@ class SecondlyPoller:
 
     def poll(self) -> None:
         raise NotImplementedError
+
+
+def hpa_control_plane(
+    binaries: Binaries, workdir: Path, *, pod_ready_delay_s: float, hpa_sync_period_s: int
+) -> ControlPlane:
+    """The control plane of a KEDA chain: pods ready after a delay, KEDA's metrics adapter
+    reached directly (no aggregator routing), and an HPA that syncs every few seconds."""
+    return ControlPlane(
+        binaries,
+        workdir=workdir,
+        pod_ready_delay_ms=int(pod_ready_delay_s * 1000),
+        aggregator_routing=False,
+        controller_manager_args=[f"--horizontal-pod-autoscaler-sync-period={hpa_sync_period_s}s"],
+    )

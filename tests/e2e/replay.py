@@ -95,6 +95,13 @@ class TraceReplay:
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
+    @classmethod
+    def of_hours(
+        cls, trace: CompressedTrace, exporter: MetricsExporter, metric: str, *, day: int, hours: tuple[float, float]
+    ) -> TraceReplay:
+        """The replay of trace day `day` from hour `hours[0]` to `hours[1]`."""
+        return cls(trace, exporter, metric, live_start=trace.index(day, hours[0]), live_end=trace.index(day, hours[1]))
+
     def history(self, *, end: float, steps: int) -> BackfillSeries:
         """The ``steps`` bins before the live part, the newest at wall time ``end``."""
         if steps > self.live_start:

@@ -38,6 +38,7 @@ from tests.e2e.kube_chain import (
     daemon_command,
     daemon_target,
     gpu_deployment,
+    hpa_control_plane,
     http_ok,
 )
 from tests.e2e.kube_chain import scaled_object as keda_scaled_object
@@ -269,12 +270,11 @@ def serving_chain(
     workdir: Path, keda_binaries: KedaBinaries, targets: Sequence[ServedTarget]
 ) -> Iterator[ServingChain]:
     """Start everything, Deployments at their initial replicas; stop it all on exit."""
-    cluster = ControlPlane(
+    cluster = hpa_control_plane(
         build_binaries(),
-        workdir=workdir / "control-plane",
-        pod_ready_delay_ms=int(POD_READY_DELAY_S * 1000),
-        aggregator_routing=False,
-        controller_manager_args=[f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_PERIOD_S}s"],
+        workdir / "control-plane",
+        pod_ready_delay_s=POD_READY_DELAY_S,
+        hpa_sync_period_s=HPA_SYNC_PERIOD_S,
     )
     keda = Keda(cluster, keda_binaries, workdir / "keda")
     prometheus = PrometheusServer(workdir / "prometheus")

@@ -59,13 +59,21 @@ from autoscaler._generated import externalscaler_pb2 as pb2
 from autoscaler._generated import externalscaler_pb2_grpc as pb2_grpc
 from autoscaler.domain.spec import metric_name_for, parse_spec, target_key
 from tests.e2e.keda_crds import install_crds
-from tests.e2e.kube_chain import NAMESPACE, Kube, SecondlyPoller, daemon_command, gpu_deployment, http_ok
+from tests.e2e.kube_chain import (
+    NAMESPACE,
+    Kube,
+    SecondlyPoller,
+    daemon_command,
+    gpu_deployment,
+    hpa_control_plane,
+    http_ok,
+)
 from tests.e2e.replay import TraceReplay, load_compressed_trace
 from tests.e2e.service_forwarder import ServiceForwarder
 from tests.e2e.serving_chain import scaled_object
 from tests.e2e.test_keda_chain import keda_binaries  # noqa: F401 - the fixture
 from tests.e2e.waiting import wait_for
-from tests.harness.cluster import ControlPlane, HarnessError, build_binaries, free_port
+from tests.harness.cluster import HarnessError, build_binaries, free_port
 from tests.harness.keda import Keda, KedaBinaries
 from tests.integration.prometheus_server import MetricsExporter, PrometheusServer
 
@@ -192,20 +200,15 @@ class FailoverChain:
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory, keda_binaries: KedaBinaries) -> Iterator[FailoverChain]:  # noqa: F811
     workdir = tmp_path_factory.mktemp("failover")
-    cluster = ControlPlane(
+    cluster = hpa_control_plane(
         build_binaries(),
-        workdir=workdir / "control-plane",
-        pod_ready_delay_ms=int(POD_READY_DELAY_S * 1000),
-        aggregator_routing=False,
-        controller_manager_args=[f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_PERIOD_S}s"],
+        workdir / "control-plane",
+        pod_ready_delay_s=POD_READY_DELAY_S,
+        hpa_sync_period_s=HPA_SYNC_PERIOD_S,
     )
     trace = load_compressed_trace(TRACE, bin_steps=BIN_STEPS, wall_step_seconds=WALL_STEP_S)
-    replay = TraceReplay(
-        trace,
-        MetricsExporter(),
-        METRIC,
-        live_start=trace.index(REPLAY_DAY, REPLAY_FROM_HOUR),
-        live_end=trace.index(REPLAY_DAY, REPLAY_TO_HOUR),
+    replay = TraceReplay.of_hours(
+        trace, MetricsExporter(), METRIC, day=REPLAY_DAY, hours=(REPLAY_FROM_HOUR, REPLAY_TO_HOUR)
     )
     # Each part is stopped, newest first, once started: an ExitStack rather than a
     # finally block that must check which parts got that far.

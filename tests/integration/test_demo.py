@@ -65,12 +65,24 @@ def keda(tmp_path_factory: pytest.TempPathFactory) -> KedaStubs:
     return keda_stubs(tmp_path_factory.mktemp("keda-proto"))
 
 
+def wait_until_ready(demo: dict[str, str], name: str) -> None:
+    """The demo's targets warm up by replaying their history: wait as KEDA's polling would."""
+    while True:
+        with urllib.request.urlopen(demo["HTTP"] + "api/v1/targets", timeout=10) as response:
+            statuses = {entry["name"]: entry["status"] for entry in json.load(response)["targets"]}
+        if statuses.get(name) == "ready":
+            return
+        assert time.monotonic() - float(demo["started"]) < 60, f"{name} not ready within a minute: {statuses}"
+        time.sleep(0.5)
+
+
 def test_demo_answers_keda_within_a_minute(demo: dict[str, str], keda: KedaStubs) -> None:
     target = DEMO_TARGETS[0]
     ref = keda.messages.ScaledObjectRef(name=target.name, namespace=target.namespace, scalerMetadata=target.metadata)
     with grpc.insecure_channel(demo["gRPC"]) as channel:
         stub = keda.services.ExternalScalerStub(channel)
         spec = stub.GetMetricSpec(ref, timeout=30)
+        wait_until_ready(demo, target.name)
         request = keda.messages.GetMetricsRequest(scaledObjectRef=ref, metricName=spec.metricSpecs[0].metricName)
         answer = stub.GetMetrics(request, timeout=30)
     elapsed = time.monotonic() - float(demo["started"])
@@ -90,6 +102,7 @@ def test_demo_serves_the_api_and_page(demo: dict[str, str]) -> None:
 
 def test_keda_query_command_against_the_demo(demo: dict[str, str]) -> None:
     target = DEMO_TARGETS[1]
+    wait_until_ready(demo, target.name)
     result = subprocess.run(
         [
             sys.executable,

@@ -4,8 +4,9 @@ Four and a half days of the NASA trace (60 s steps, a daily shape) from its firs
 midnight are backfilled into a real Prometheus as TSDB blocks, laid on a UTC-midnight
 grid days in the past. Two `python -m autoscaler serve` processes run on one replay
 clock (`clock.source: replay`): virtual time starts at the trace's fourth midnight
-(three days of history behind it, inside the target's 7-day `historyWindow`, so a warm
-start can replay all of it) and a virtual day takes five wall minutes. Both get the
+(three days of history behind it, the target's whole `historyWindow`: by the restart,
+the oldest data the survivor saw has left the window) and a virtual day takes five wall
+minutes. Both get the
 same target with GetMetricSpec, then a KEDA-style poller per daemon reads, as often as
 it can, the inspection API's view of the target, GetMetrics, and the view again; when
 the view did not move in between, the answer is that daemon's answer for the step its
@@ -78,7 +79,7 @@ METADATA = {
     "capacityPerReplica": "20",
     "step": "60s",
     "leadTime": "180s",
-    "historyWindow": "7d",  # holds all the data: a replay rebuilds the state exactly
+    "historyWindow": f"{HISTORY_DAYS}d",  # the oldest data leaves the window as the run goes on
     "model": "auto",
 }
 
