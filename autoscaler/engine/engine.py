@@ -255,12 +255,13 @@ class Engine:
         )
         self._publish_replayed(runtime, steps)
 
-    async def _rebuild(self, runtime: TargetRuntime, live: StepSignals, *, sample_at: float | None) -> bool:
-        """Replace the pipeline by the replay of the window that ends at the new boundary
+    async def _rebuild(
+        self, runtime: TargetRuntime, live: StepSignals, *, boundary: float, sample_at: float | None
+    ) -> bool:
+        """Replace the pipeline by the replay of the window that ends at the new `boundary`
         and of the steps since, through `live` (this step, decided). False when the
         window could not be read: the step then takes the usual transition."""
         spec = runtime.spec
-        boundary = rebuild_boundary(spec, refit_phase_steps=runtime.pipeline.refit_phase_steps, at=live.timestamp)
         try:
             earlier = await read_range(
                 self._sources[spec.prometheus], spec, start=window_start(spec, boundary), end=live.timestamp
@@ -377,7 +378,11 @@ class Engine:
             runtime.spec, refit_phase_steps=runtime.pipeline.refit_phase_steps, at=signals.timestamp
         )
         rebuilt = runtime.rebuilt_boundary
-        if rebuilt is not None and boundary > rebuilt and await self._rebuild(runtime, signals, sample_at=sample_at):
+        if (
+            rebuilt is not None
+            and boundary > rebuilt
+            and await self._rebuild(runtime, signals, boundary=boundary, sample_at=sample_at)
+        ):
             return
         async with self._turns.turn():
             started = time.perf_counter()

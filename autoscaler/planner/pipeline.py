@@ -83,6 +83,16 @@ class RefitSchedule:
         """The refit grid's spacing in steps, after the growth phase."""
         return max(self.min_interval_steps, math.ceil(self.interval_seconds / step_seconds - 1e-9))
 
+    def reselect_steps(self, step_seconds: float) -> int:
+        """The spacing in steps of the grid `auto` reselects on."""
+        return max(1, math.ceil(self.reselect_seconds / step_seconds - 1e-9))
+
+
+def last_grid_end(end_step: int, *, spacing: int, phase: int) -> int:
+    """The newest end step at or before `end_step` on a grid of `spacing` steps shifted
+    by `phase`. The data crosses the grid between two end steps when this moves."""
+    return ((end_step + phase) // spacing) * spacing - phase
+
 
 @dataclass(frozen=True, slots=True)
 class RefitInputs:
@@ -248,7 +258,7 @@ class TargetPipeline:
         if points < self._buffer.capacity and points >= self.schedule.growth * self._requested_points:
             return True
         interval = self.schedule.interval_steps(self.spec.step_seconds)
-        return (end + self._refit_phase) // interval > (self._requested_end_step + self._refit_phase) // interval
+        return last_grid_end(end, spacing=interval, phase=self._refit_phase) > self._requested_end_step
 
     def refit_if_due(self, fit: Callable[[RefitInputs], FittedModel] = fit_for) -> bool:
         """Refit inline when due, as the engine does at this step; True when it refitted."""
@@ -279,10 +289,8 @@ class TargetPipeline:
             return self.spec.model
         if len(self._buffer) < self._buffer.capacity:
             return self.spec.model
-        reselect_steps = max(1, math.ceil(self.schedule.reselect_seconds / self.spec.step_seconds - 1e-9))
-        if (end_step + self._refit_phase) // reselect_steps > (
-            self._selected_end_step + self._refit_phase
-        ) // reselect_steps:
+        reselect = self.schedule.reselect_steps(self.spec.step_seconds)
+        if last_grid_end(end_step, spacing=reselect, phase=self._refit_phase) > self._selected_end_step:
             return self.spec.model
         return self._selection.chosen
 

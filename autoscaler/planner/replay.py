@@ -37,7 +37,14 @@ from autoscaler.domain.signals import ReplicaCounts, SignalKind, StepSignals
 from autoscaler.domain.spec import ScalerSpec
 from autoscaler.domain.types import FloatArray
 from autoscaler.planner.calibration import DEFAULT_WINDOW
-from autoscaler.planner.pipeline import FittedModel, RefitInputs, RefitSchedule, TargetPipeline, fit_for
+from autoscaler.planner.pipeline import (
+    FittedModel,
+    RefitInputs,
+    RefitSchedule,
+    TargetPipeline,
+    fit_for,
+    last_grid_end,
+)
 
 
 def decision_steps(spec: ScalerSpec) -> int:
@@ -52,10 +59,9 @@ def rebuild_boundary(spec: ScalerSpec, *, refit_phase_steps: int, at: float) -> 
     crosses at (`TargetPipeline.refit_due`), shifted by the target's phase.
     """
     step = spec.step_seconds
+    end_step = math.floor(at / step + 1e-9) + 1  # the data's end step once the step at `at` is in
     interval = RefitSchedule().interval_steps(step)
-    index = math.floor(at / step + 1e-9)
-    boundary_end = ((index + 1 + refit_phase_steps) // interval) * interval - refit_phase_steps
-    return (boundary_end - 1) * step
+    return (last_grid_end(end_step, spacing=interval, phase=refit_phase_steps) - 1) * step
 
 
 def window_start(spec: ScalerSpec, boundary: float) -> float:
