@@ -390,7 +390,11 @@ def test_calls_held_open_by_unfinished_messages(siege: Siege) -> None:
             f"{statuses[deadline_exceeded]} DEADLINE_EXCEEDED, {statuses[CANCELLED]} shed by grpc core"
         )
 
-    siege.attack("unfinished messages", run, rss_bound_mib=250)
+    # 8,192 calls arrive within a second, past grpc core's soft limit of calls not yet taken
+    # by the server (grpc.server.max_pending_requests, 1,000), where it drops new calls at
+    # random with CANCELLED: an honest call that arrives in that second may be one of them
+    # (CI saw 1 of 652). KEDA keeps the current replicas on that error and polls again.
+    siege.attack("unfinished messages", run, rss_bound_mib=250, shed_share=0.05)
 
 
 def test_a_16_mib_message(siege: Siege) -> None:
