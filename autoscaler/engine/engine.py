@@ -216,32 +216,38 @@ class Engine:
 
     async def _warm_start(self, runtime: TargetRuntime, source: MetricSource) -> None:
         spec = runtime.spec
-        now = self._clock.now()
-        # On the step grid, so each point lands in its own slot and the next collection
-        # knows exactly which steps are still missing.
-        end = math.floor(now / spec.step_seconds) * spec.step_seconds
-        boundary = rebuild_boundary(spec, refit_phase_steps=runtime.pipeline.refit_phase_steps, at=end)
-        try:
-            history = await read_warm_start(
-                source,
-                spec,
-                runtime.key,
-                replicas=self._replicas,
-                start=window_start(spec, boundary),
-                end=end,
-                at=now,
-            )
-        except Exception as error:  # an adapter error of any kind: record, retry later
-            self._record_source_error(runtime, "warm-start", error)
-            return
-        steps = with_replicas_now(history.steps, at=end, replicas=history.replicas)
-        if not await self._replace_pipeline(runtime, steps, boundary=boundary, phase="warm-start replay"):
-            return
-        if steps:
+        # The window is read once a fit slot is free, not up front: a fleet that waits
+        # hours for its replays then holds (and asks Prometheus for) a few windows at a
+        # time, not all of them (at 5,000 targets, 8.7 million step objects, which every
+        # full garbage collection walked).
+        async with self._fit_slot(runtime.key, blocking=False):
+            now = self._clock.now()
+            # On the step grid, so each point lands in its own slot and the next collection
+            # knows exactly which steps are still missing.
+            end = math.floor(now / spec.step_seconds) * spec.step_seconds
+            boundary = rebuild_boundary(spec, refit_phase_steps=runtime.pipeline.refit_phase_steps, at=end)
+            try:
+                history = await read_warm_start(
+                    source,
+                    spec,
+                    runtime.key,
+                    replicas=self._replicas,
+                    start=window_start(spec, boundary),
+                    end=end,
+                    at=now,
+                )
+            except Exception as error:  # an adapter error of any kind: record, retry later
+                self._record_source_error(runtime, "warm-start", error)
+                return
+            steps = StepColumns.of(with_replicas_now(history.steps, at=end, replicas=history.replicas))
+            newest_at = history.newest_sample_at
+            del history  # its step objects go now, not after the replay
+            if not await self._replay(runtime, steps, boundary=boundary, phase="warm-start replay"):
+                return
+        if len(steps):
             # A range answer carries old values forward too: its last point is no fresher
             # than the newest raw sample.
-            newest_at = history.newest_sample_at
-            last = steps[-1].timestamp
+            last = steps.last_timestamp
             runtime.last_sample_at = last if newest_at is None else min(last, newest_at)
         runtime.collected_until = end
         runtime.warm = True
@@ -262,39 +268,36 @@ class Engine:
         and of the steps since, through `live` (this step, decided). False when the
         window could not be read: the step then takes the usual transition."""
         spec = runtime.spec
-        try:
-            earlier = await read_range(
-                self._sources[spec.prometheus], spec, start=window_start(spec, boundary), end=live.timestamp
-            )
-        except Exception as error:
-            self._record_source_error(runtime, "rebuild", error)
-            return False
-        steps = [step for step in earlier if step.timestamp < live.timestamp] + [live]
-        if not await self._replace_pipeline(runtime, steps, boundary=boundary, phase="rebuild"):
-            return False
+        async with self._fit_slot(runtime.key, blocking=True):
+            try:
+                earlier = await read_range(
+                    self._sources[spec.prometheus], spec, start=window_start(spec, boundary), end=live.timestamp
+                )
+            except Exception as error:
+                self._record_source_error(runtime, "rebuild", error)
+                return False
+            steps = StepColumns.of([step for step in earlier if step.timestamp < live.timestamp] + [live])
+            del earlier  # its step objects go now, not after the replay
+            if not await self._replay(runtime, steps, boundary=boundary, phase="rebuild"):
+                return False
         runtime.last_sample_at = live.timestamp if sample_at is None else sample_at
         self._publish_replayed(runtime, steps)
         return True
 
-    async def _replace_pipeline(
-        self, runtime: TargetRuntime, steps: list[StepSignals], *, boundary: float, phase: str
-    ) -> bool:
-        """Replay `steps` into a fresh pipeline in a fit worker and swap it in."""
-        spec = runtime.spec
+    async def _replay(self, runtime: TargetRuntime, steps: StepColumns, *, boundary: float, phase: str) -> bool:
+        """Replay `steps` into a fresh pipeline in a fit worker and swap it in; call holding a fit slot."""
+        started = time.perf_counter()
         try:
-            async with self._fit_slot(runtime.key, blocking=runtime.warm):
-                started = time.perf_counter()
-                loop = asyncio.get_running_loop()
-                pipeline = await loop.run_in_executor(
-                    self._fit_executor,
-                    functools.partial(
-                        rebuilt_from_columns,
-                        spec,
-                        StepColumns.of(steps),
-                        refit_phase_steps=runtime.pipeline.refit_phase_steps,
-                        boundary=boundary,
-                    ),
-                )
+            pipeline = await asyncio.get_running_loop().run_in_executor(
+                self._fit_executor,
+                functools.partial(
+                    rebuilt_from_columns,
+                    runtime.spec,
+                    steps,
+                    refit_phase_steps=runtime.pipeline.refit_phase_steps,
+                    boundary=boundary,
+                ),
+            )
         except Exception as error:  # the executor failing; the replay itself falls back per fit
             self._record_source_error(runtime, phase, error)
             return False
@@ -305,10 +308,10 @@ class Engine:
             self._hooks.on_fit(pipeline.chosen_model, runtime.last_fit_seconds)
         return True
 
-    def _publish_replayed(self, runtime: TargetRuntime, steps: list[StepSignals]) -> None:
+    def _publish_replayed(self, runtime: TargetRuntime, steps: StepColumns) -> None:
         decision = runtime.pipeline.decision
-        if decision is not None and runtime.last_sample_at is not None and steps:
-            self._publish_decision(runtime, steps[-1].timestamp, decision, runtime.decision)
+        if decision is not None and runtime.last_sample_at is not None and len(steps):
+            self._publish_decision(runtime, steps.last_timestamp, decision, runtime.decision)
         else:
             self._mark_dirty(runtime)
 

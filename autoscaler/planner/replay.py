@@ -125,6 +125,13 @@ class StepColumns:
             desired=column(lambda step: _desired(step.replicas)),
         )
 
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    @property
+    def last_timestamp(self) -> float:
+        return float(self.timestamps[-1])
+
     def steps(self) -> list[StepSignals]:
         return [
             StepSignals(

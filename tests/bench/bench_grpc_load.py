@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.bench.bench_grpc_load [--servers grpcio grpcio-sync reference] [--client loadgen|ghz]
         [--engine fake|real] [--targets 1000] [--callers 64] [--rates 1000 2000 3000] [--seconds 15]
-        [--speed 1] [--step 60s] [--history 6h] [--model auto] [--settle-seconds 600 | --during-first-fits]
+        [--speed 1] [--step 60s] [--history 6h] [--model auto] [--settle-seconds 600 | --during-warm-start SHARE]
         [--fit-niceness N] [--full-collection-seconds 120] [--watch-stalls] [--traces DIR]
 
 The server is the real GrpcServer (grpc.aio, "grpcio") with its default settings. Behind
@@ -12,10 +12,11 @@ replays one of the traces in `--traces DIR` through `ReplaySource` on a clock ru
 `--speed` times faster than the wall (as tests/bench/soak.py does), collecting,
 refitting in a fit worker process (`--model`) and planning while the calls arrive, with
 the daemon's garbage-collection pacing (`--full-collection-seconds`, 0 leaves collections
-to CPython). The run starts once every target has its first plan and, waiting at most
-`--settle-seconds`, a fitted model; `--during-first-fits` starts it right after the
-first plans instead, while the fit worker works through the fleet's first fits, and
-fails if they were all done before the calls were. The fit worker runs at the lowest CPU
+to CPython). The run starts once every target has its first plan (a warm start replays each
+target's history window in the fit worker) and, waiting at most `--settle-seconds`, a
+fitted model; `--during-warm-start SHARE` starts it once that share of the targets has
+its first plan instead, calls only those while the fit worker replays the rest, and
+fails if the replays were all done before the calls were. The fit worker runs at the lowest CPU
 priority, as the daemon's do, or `--fit-niceness N` nicer than this process. The client
 sends GetMetrics round-robin over every target's request, at a fixed rate, from 64
 concurrent callers on one HTTP/2 connection, as KEDA's operator does:
@@ -84,6 +85,7 @@ import grpc
 from autoscaler.adapters.clock import ScaledClock
 from autoscaler.domain.snapshot import TargetStatus
 from autoscaler.domain.spec import metric_name_for, parse_duration, parse_spec, target_key
+from autoscaler.domain.types import TargetKey
 from autoscaler.engine.engine import Engine, EngineSettings
 from autoscaler.engine.fit_pool import FitPool
 from autoscaler.gc_pacing import PacedCollector
@@ -337,22 +339,24 @@ async def bench_real_engine(args: argparse.Namespace, binary: str) -> list[tuple
 
     try:
         warmed = time.monotonic()
-        while sum(t.decision is not None for t in engine.snapshot().targets.values()) < args.targets:
+        ready_share = args.during_warm_start or 1.0
+        while planned_share(engine) < ready_share:
             await asyncio.sleep(1.0)
-        print(f"all {args.targets} targets planned after {time.monotonic() - warmed:.0f} s", flush=True)
-        # The first fits of a whole fleet come due together after its warm start; a daemon
-        # spends most of its life after them, so by default the calls wait for them.
-        settle_until = time.monotonic() + (0.0 if args.during_first_fits else args.settle_seconds)
+        keys = planned_keys(engine)
+        planned = [target for target in targets if target_key(NAMESPACE_SOAK, target.name, target.metadata) in keys]
+        print(f"{len(planned)} of {args.targets} targets planned after {time.monotonic() - warmed:.0f} s", flush=True)
+        # A fleet's first fits come due together, so by default the calls wait for them.
+        settle_until = time.monotonic() + (0.0 if args.during_warm_start else args.settle_seconds)
         while fitted_share(engine) < 1.0 and time.monotonic() < settle_until:
             await asyncio.sleep(5.0)
         print(f"{fitted_share(engine):.1%} of targets fitted after {time.monotonic() - warmed:.0f} s", flush=True)
         engine_cpu = await engine_only_cpu(args.seconds)
         rows = await offer_each_rate(
-            metrics_requests(targets), port, args, binary, cpu_seconds=time.process_time, idle_cpu=engine_cpu,
+            metrics_requests(planned), port, args, binary, cpu_seconds=time.process_time, idle_cpu=engine_cpu,
             report=report,
         )  # fmt: skip
-        if args.during_first_fits and fitted_share(engine) >= 1.0:
-            raise SystemExit("--during-first-fits: the first fits were all done before the calls; use more targets")
+        if args.during_warm_start and planned_share(engine) >= 1.0:
+            raise SystemExit("--during-warm-start: the replays were all done before the calls; use more targets")
         return rows
     finally:
         if watch is not None:
@@ -370,6 +374,15 @@ async def engine_only_cpu(seconds: float) -> float:
     before_cpu, before_wall = time.process_time(), time.monotonic()
     await asyncio.sleep(seconds)
     return (time.process_time() - before_cpu) / (time.monotonic() - before_wall)
+
+
+def planned_share(engine: Engine) -> float:
+    """The share of targets with a first plan: those past their warm start."""
+    return len(planned_keys(engine)) / max(1, len(engine.snapshot().targets))
+
+
+def planned_keys(engine: Engine) -> set[TargetKey]:
+    return {key for key, target in engine.snapshot().targets.items() if target.decision is not None}
 
 
 def fitted_share(engine: Engine) -> float:
@@ -466,7 +479,7 @@ def print_table(args: argparse.Namespace, results: dict[str, list[tuple[int, Run
         f"real engine ({args.model}, step {args.step}, {args.speed:g}x, "
         f"fit worker {'SCHED_IDLE' if args.fit_niceness is None else f'nice +{args.fit_niceness}'}, "
         f"GC {f'paced every {args.full_collection_seconds:g}s' if args.full_collection_seconds else 'CPython'}"
-        + (", during the first fits)" if args.during_first_fits else ")")
+        + (", during the warm start)" if args.during_warm_start else ")")
         if args.engine == "real"
         else "fake engine"
     )
@@ -496,12 +509,15 @@ def main() -> None:
     parser.add_argument("--step", default="60s", help="real engine: each target's step")
     parser.add_argument("--history", default="6h", help="real engine: each target's history window")
     parser.add_argument("--model", default="auto", help="real engine: each target's model")
-    first_fits = parser.add_mutually_exclusive_group()
-    first_fits.add_argument(
+    when_to_call = parser.add_mutually_exclusive_group()
+    when_to_call.add_argument(
         "--settle-seconds", type=float, default=600.0, help="real engine: longest wait for the first fits before calls"
     )
-    first_fits.add_argument(
-        "--during-first-fits", action="store_true", help="real engine: offer the calls while the first fits run"
+    when_to_call.add_argument(
+        "--during-warm-start",
+        type=float,
+        metavar="SHARE",
+        help="real engine: call the targets planned once this share has its first plan, while the rest replay",
     )
     parser.add_argument(
         "--fit-niceness", type=int, default=None, help="real engine: the fit worker's niceness; default SCHED_IDLE"

@@ -171,11 +171,11 @@ def build_targets(
     rng = random.Random(7)
     bases = load_trace_values(traces)
     history_rows = int(history_seconds / step_seconds)
-    traces, targets = [], []
+    replays, targets = [], []
     for index in range(count):
         values = bases[index % len(bases)]
         name = f"model-{index}"
-        traces.append(
+        replays.append(
             ReplayTrace(
                 name=name,
                 values=values,
@@ -195,7 +195,7 @@ def build_targets(
         }
         key = target_key(NAMESPACE, name, metadata)
         targets.append(Target(name, metadata, metric_name_for(key, parse_spec(metadata))))
-    return targets, ReplaySource(traces)
+    return targets, ReplaySource(replays)
 
 
 def rss_mib(pid: int) -> float:

@@ -3,6 +3,8 @@ and a series that stopped while its last value is still served."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Sequence
 
 from autoscaler.adapters.replay import ReplaySample, ReplaySource
@@ -22,6 +24,12 @@ class SwitchableSource:
         self.empty = False
         self.frozen_at: float | None = None
         self.instant_calls = 0
+        self.range_seconds = 0.0
+        """How long a range answer takes, in wall seconds."""
+        self.window_seconds = math.inf
+        """A range this long or longer reads a history window (a warm start's, a rebuild's)."""
+        self.windows_in_flight = 0
+        self.most_windows_in_flight = 0
 
     async def instant(self, query: str, *, at: float) -> ReplaySample | None:
         self._fail_when_down()
@@ -38,7 +46,14 @@ class SwitchableSource:
 
     async def range(self, query: str, *, start: float, end: float, step_seconds: float) -> list[tuple[float, float]]:
         self._fail_when_down()
-        return await self.inner.range(query, start=start, end=end, step_seconds=step_seconds)
+        window = end - start >= self.window_seconds
+        self.windows_in_flight += window
+        self.most_windows_in_flight = max(self.most_windows_in_flight, self.windows_in_flight)
+        try:
+            await asyncio.sleep(self.range_seconds)
+            return await self.inner.range(query, start=start, end=end, step_seconds=step_seconds)
+        finally:
+            self.windows_in_flight -= window
 
     async def close(self) -> None:
         return None

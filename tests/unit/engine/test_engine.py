@@ -249,6 +249,23 @@ async def test_a_fleet_on_one_step_is_published_ready_then_stale_together(
     assert not [record for record in caplog.records if record.levelname == "ERROR"]
 
 
+async def test_a_fleet_waiting_for_its_warm_start_reads_a_window_per_fit_slot(source: SwitchableSource) -> None:
+    """The window is read when the replay's slot is free: a fleet of 12 asks for (and
+    holds) at most as many windows at once as fits may run, never all 12."""
+    source.range_seconds, source.window_seconds = 0.05, parse_spec(METADATA).history_window_seconds
+    engine, _ = await started_engine(source)
+    metadata = {**METADATA, "model": "naive"}
+    keys = [target_key("web", f"nasa-{index}", metadata) for index in range(12)]
+    try:
+        for key in keys:
+            engine.ensure_target(key, parse_spec(metadata))
+        for key in keys:
+            assert await engine.wait_for_target(key, timeout=60) is not None
+    finally:
+        await engine.stop()
+    assert 1 <= source.most_windows_in_flight <= EngineSettings().concurrent_fits
+
+
 async def test_stop_ends_the_publisher_even_when_it_was_just_woken(source: SwitchableSource) -> None:
     """On Python 3.11, asyncio.wait_for swallows a cancellation that arrives as the
     awaited event is set (CPython gh-86296), and the publisher would then run forever."""
