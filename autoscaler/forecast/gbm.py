@@ -145,7 +145,10 @@ class _PackedTrees:
 
     def predict(self, matrix: FloatArray) -> FloatArray:
         """(rows, models): each model's prediction for each feature row."""
-        features = matrix.astype(np.float32).astype(np.float64).ravel()
+        # A window of zeros has a tiny level floor, so a later nonzero value divided by it
+        # passes float32's range; as infinity it still goes right at every split, as it should.
+        with np.errstate(over="ignore"):
+            features = matrix.astype(np.float32).astype(np.float64).ravel()
         row_starts = np.arange(matrix.shape[0], dtype=np.int64)[np.newaxis, :] * matrix.shape[1]
         node = np.repeat(self.roots, matrix.shape[0], axis=1)
         for _ in range(self.depth):

@@ -171,3 +171,15 @@ def test_mstl_combines_a_daily_and_a_weekly_cycle() -> None:
     truth = series[-week:] - series[-week:].mean()
     profile = model.state_.season * model.scale_
     assert np.abs(profile - truth).mean() < 6.0
+
+
+def test_gbm_fitted_on_zeros_forecasts_a_burst_without_overflowing() -> None:
+    # The level floor of a window of zeros is tiny: once the burst has left the level
+    # window but not the lags, the lags divided by it pass float32's range.
+    forecaster = GBMForecaster(max_horizon=8).fit(np.zeros(300), step_seconds=60)
+    for value in (50.0, *[0.0] * 12):
+        forecaster.update(value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        forecast = forecaster.predict(8)
+    assert np.all(np.isfinite(forecast.values))
