@@ -20,6 +20,9 @@ closure of its method lookup), so a collection's pause grows with the call rate 
 as with the fleet. With 5,000 targets (`tests/bench/bench_grpc_load.py --engine real`)
 the collection paused 160 ms without calls and 490 ms at 500 calls/s. A 5 s period
 made the pauses shorter but no rarer in proportion, and p99 worse (docs/grpc.md).
+So a young collection (generation 0 alone) also runs every `young_period_seconds`: it
+looks only at what was allocated since the last one and still lives, a second's worth,
+and frees those cycles before they reach the periodic collection.
 """
 
 from __future__ import annotations
@@ -32,31 +35,54 @@ import time
 
 log = logging.getLogger("autoscaler.gc")
 
+YOUNG_PERIOD_SECONDS = 1.0
+
 
 class PacedCollector:
-    def __init__(self, period_seconds: float, *, thorough_every: int = 30) -> None:
+    def __init__(
+        self,
+        period_seconds: float,
+        *,
+        young_period_seconds: float | None = YOUNG_PERIOD_SECONDS,
+        thorough_every: int = 30,
+    ) -> None:
         if not period_seconds > 0:
             raise ValueError("period_seconds must be positive")
+        if young_period_seconds is not None and not young_period_seconds > 0:
+            raise ValueError("young_period_seconds must be positive, or None for no young collections")
         if thorough_every < 1:
             raise ValueError("thorough_every must be at least 1")
         self.period_seconds = period_seconds
+        self.young_period_seconds = young_period_seconds
         self.thorough_every = thorough_every
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         """Collect, freeze what exists now and take over collections; call on the event loop."""
         gc.collect()
         gc.freeze()
         gc.disable()
-        self._task = asyncio.get_running_loop().create_task(self._collect_periodically())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._collect_periodically())]
+        if self.young_period_seconds is not None:
+            self._tasks.append(loop.create_task(self._collect_young_periodically(self.young_period_seconds)))
 
     async def stop(self) -> None:
         """Give collections back to CPython; what was frozen stays frozen."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         gc.enable()
+
+    @staticmethod
+    async def _collect_young_periodically(period_seconds: float) -> None:
+        # Only what was allocated since the last collection and still lives: the cycles of
+        # the calls answered since (freed here, while few), and the engine's newest objects,
+        # which move on to generation 1 for the periodic collection.
+        while True:
+            await asyncio.sleep(period_seconds)
+            gc.collect(0)
 
     async def _collect_periodically(self) -> None:
         for count in itertools.count(1):

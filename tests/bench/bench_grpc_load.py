@@ -3,7 +3,8 @@
     .venv/bin/python -m tests.bench.bench_grpc_load [--servers grpcio grpcio-sync reference] [--client loadgen|ghz]
         [--engine fake|real] [--targets 1000] [--callers 64] [--rates 1000 2000 3000] [--seconds 15]
         [--speed 1] [--step 60s] [--history 6h] [--model auto] [--settle-seconds 600 | --during-warm-start SHARE]
-        [--fit-niceness N] [--full-collection-seconds 120] [--watch-stalls] [--traces DIR]
+        [--fit-niceness N] [--full-collection-seconds 120] [--young-collection-seconds 1] [--watch-stalls]
+        [--traces DIR]
 
 The server is the real GrpcServer (grpc.aio, "grpcio") with its default settings. Behind
 it, `--engine fake` (the default) holds READY snapshots for every target and does no
@@ -12,8 +13,9 @@ replays one of the traces in `--traces DIR` through `ReplaySource` on a clock ru
 `--speed` times faster than the wall (as tests/bench/soak.py does), collecting,
 refitting in a fit worker process (`--model`) and planning while the calls arrive, with
 the daemon's garbage-collection pacing (`--full-collection-seconds`, 0 leaves collections
-to CPython). The run starts once every target has its first plan (a warm start replays each
-target's history window in the fit worker) and, waiting at most `--settle-seconds`, a
+to CPython; `--young-collection-seconds`, 0 for none between them). The run starts
+once every target has its first plan (a warm start replays each target's history window
+in the fit worker) and, waiting at most `--settle-seconds`, a
 fitted model; `--during-warm-start SHARE` starts it once that share of the targets has
 its first plan instead, calls only those while the fit worker replays the rest, and
 fails if the replays were all done before the calls were. The fit worker runs at the lowest CPU
@@ -88,7 +90,7 @@ from autoscaler.domain.spec import metric_name_for, parse_duration, parse_spec, 
 from autoscaler.domain.types import TargetKey
 from autoscaler.engine.engine import Engine, EngineSettings
 from autoscaler.engine.fit_pool import FitPool
-from autoscaler.gc_pacing import PacedCollector
+from autoscaler.gc_pacing import YOUNG_PERIOD_SECONDS, PacedCollector
 from autoscaler.services.grpc_scaler import SERVICE_NAME, ExternalScalerService, ScalerServiceSettings, pb2
 from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings, channel_options
 from autoscaler.settings import EngineTuning
@@ -316,7 +318,10 @@ async def bench_real_engine(args: argparse.Namespace, binary: str) -> list[tuple
     await engine.start()
     server = GrpcServer(engine, GrpcServerSettings(host="127.0.0.1", port=0), clock=clock.now)
     port = await server.start()
-    collector = PacedCollector(args.full_collection_seconds) if args.full_collection_seconds else None
+    collector = None
+    if args.full_collection_seconds:
+        young_period = args.young_collection_seconds or None
+        collector = PacedCollector(args.full_collection_seconds, young_period_seconds=young_period)
     if collector is not None:
         collector.start()  # last, as the daemon does
     pauses, watch = GcPauses(), StallWatch() if args.watch_stalls else None
@@ -475,12 +480,18 @@ def cpus_kept_awake(enabled: bool) -> Iterator[None]:
             spinner.wait()
 
 
+def gc_pacing(args: argparse.Namespace) -> str:
+    if not args.full_collection_seconds:
+        return "CPython"
+    young = f", young every {args.young_collection_seconds:g}s" if args.young_collection_seconds else ""
+    return f"paced every {args.full_collection_seconds:g}s{young}"
+
+
 def print_table(args: argparse.Namespace, results: dict[str, list[tuple[int, Run]]]) -> None:
     engine = (
         f"real engine ({args.model}, step {args.step}, {args.speed:g}x, "
         f"fit worker {'SCHED_IDLE' if args.fit_niceness is None else f'nice +{args.fit_niceness}'}, "
-        f"GC {f'paced every {args.full_collection_seconds:g}s' if args.full_collection_seconds else 'CPython'}"
-        + (", during the warm start)" if args.during_warm_start else ")")
+        f"GC {gc_pacing(args)}" + (", during the warm start)" if args.during_warm_start else ")")
         if args.engine == "real"
         else "fake engine"
     )
@@ -528,6 +539,12 @@ def main() -> None:
         type=float,
         default=EngineTuning().full_collection_seconds,
         help="real engine: period of the paced garbage collections; 0 leaves them to CPython",
+    )
+    parser.add_argument(
+        "--young-collection-seconds",
+        type=float,
+        default=YOUNG_PERIOD_SECONDS,
+        help="real engine: period of the paced young collections between them; 0: none",
     )
     parser.add_argument("--watch-stalls", action="store_true", help="real engine: report event-loop stalls")
     add_traces_option(parser)

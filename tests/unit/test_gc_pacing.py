@@ -46,6 +46,18 @@ async def test_collections_run_on_the_period_and_stop_gives_them_back() -> None:
     assert gc.isenabled()
 
 
+async def test_a_young_cycle_is_freed_long_before_the_periodic_collection() -> None:
+    collector = PacedCollector(period_seconds=3600.0, young_period_seconds=0.02)
+    try:
+        collector.start()
+        assert await freed(cycle_made_garbage(lambda: None)), "the young collection did not run"
+        # Only generation 0 is looked at: what already moved on waits for the periodic one.
+        assert not await freed(cycle_made_garbage(lambda: gc.collect(0)))
+    finally:
+        await collector.stop()
+        gc.unfreeze()
+
+
 async def test_a_cycle_among_frozen_objects_is_freed_by_the_thorough_collection() -> None:
     collector = PacedCollector(period_seconds=0.02, thorough_every=3)
     try:
@@ -60,6 +72,12 @@ async def test_a_cycle_among_frozen_objects_is_freed_by_the_thorough_collection(
 def test_the_period_must_be_positive(period: float) -> None:
     with pytest.raises(ValueError, match="period_seconds"):
         PacedCollector(period_seconds=period)
+
+
+@pytest.mark.parametrize("period", [0.0, -1.0, float("nan")])
+def test_the_young_period_must_be_positive(period: float) -> None:
+    with pytest.raises(ValueError, match="young_period_seconds"):
+        PacedCollector(period_seconds=1.0, young_period_seconds=period)
 
 
 def test_thorough_every_must_be_positive() -> None:
