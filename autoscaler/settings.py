@@ -244,8 +244,8 @@ class EngineTuning(_Section):
     max_targets: int = Field(default=10_000, ge=1, le=100_000)
     """Targets one daemon tracks; more are refused with RESOURCE_EXHAUSTED."""
     full_collection_seconds: float = Field(default=120.0, ge=0)
-    """Period of the daemon's garbage collections (autoscaler/gc_pacing.py), with a young collection
-    (generation 0) every second between them; 0 leaves them all to CPython."""
+    """Period of the daemon's full garbage collections (autoscaler/gc_pacing.py); CPython collects only
+    generation 0 on its own in between. 0 leaves every generation to CPython."""
 
 
 class LimitsSettings(_Section):

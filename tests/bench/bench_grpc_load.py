@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.bench.bench_grpc_load [--servers grpcio grpcio-sync reference] [--client loadgen|ghz]
         [--engine fake|real] [--targets 1000] [--callers 64] [--rates 1000 2000 3000] [--seconds 15]
         [--speed 1] [--step 60s] [--history 6h] [--model auto] [--settle-seconds 600 | --during-warm-start SHARE]
-        [--fit-niceness N] [--full-collection-seconds 120] [--young-collection-seconds 1] [--watch-stalls]
+        [--fit-niceness N] [--full-collection-seconds 120] [--young-threshold 700] [--watch-stalls]
         [--traces DIR]
 
 The server is the real GrpcServer (grpc.aio, "grpcio") with its default settings. Behind
@@ -13,9 +13,9 @@ replays one of the traces in `--traces DIR` through `ReplaySource` on a clock ru
 `--speed` times faster than the wall (as tests/bench/soak.py does), collecting,
 refitting in a fit worker process (`--model`) and planning while the calls arrive, with
 the daemon's garbage-collection pacing (`--full-collection-seconds`, 0 leaves collections
-to CPython; `--young-collection-seconds`, 0 for none between them). The run starts
-once every target has its first plan (a warm start replays each target's history window
-in the fit worker) and, waiting at most `--settle-seconds`, a
+to CPython; `--young-threshold`, CPython's generation-0 threshold between them, 0 for
+none). The run starts once every target has its first plan (a warm start replays each
+target's history window in the fit worker) and, waiting at most `--settle-seconds`, a
 fitted model; `--during-warm-start SHARE` starts it once that share of the targets has
 its first plan instead, calls only those while the fit worker replays the rest, and
 fails if the replays were all done before the calls were. The fit worker runs at the lowest CPU
@@ -90,7 +90,7 @@ from autoscaler.domain.spec import metric_name_for, parse_duration, parse_spec, 
 from autoscaler.domain.types import TargetKey
 from autoscaler.engine.engine import Engine, EngineSettings
 from autoscaler.engine.fit_pool import FitPool
-from autoscaler.gc_pacing import YOUNG_PERIOD_SECONDS, PacedCollector
+from autoscaler.gc_pacing import YOUNG_THRESHOLD, PacedCollector
 from autoscaler.services.grpc_scaler import SERVICE_NAME, ExternalScalerService, ScalerServiceSettings, pb2
 from autoscaler.services.grpc_server import GrpcServer, GrpcServerSettings, channel_options
 from autoscaler.settings import EngineTuning
@@ -320,8 +320,7 @@ async def bench_real_engine(args: argparse.Namespace, binary: str) -> list[tuple
     port = await server.start()
     collector = None
     if args.full_collection_seconds:
-        young_period = args.young_collection_seconds or None
-        collector = PacedCollector(args.full_collection_seconds, young_period_seconds=young_period)
+        collector = PacedCollector(args.full_collection_seconds, young_threshold=args.young_threshold or None)
     if collector is not None:
         collector.start()  # last, as the daemon does
     pauses, watch = GcPauses(), StallWatch() if args.watch_stalls else None
@@ -334,7 +333,8 @@ async def bench_real_engine(args: argparse.Namespace, binary: str) -> list[tuple
         line = (
             f"{fresh_share(engine, clock.now(), step):.1%} of targets fresh, {fitted_share(engine):.1%} fitted; "
             f"GC pauses: longest {max(collections.longest_full_ms, collections.longest_young_ms):.1f} ms, "
-            f"{collections.young_total_ms:.0f} ms young in all, {collections.full_collections} full"
+            f"{collections.young_total_ms:.0f} ms in {collections.young_collections} young ones, "
+            f"{collections.full_collections} full"
         )
         if watch is None:
             return line
@@ -483,7 +483,7 @@ def cpus_kept_awake(enabled: bool) -> Iterator[None]:
 def gc_pacing(args: argparse.Namespace) -> str:
     if not args.full_collection_seconds:
         return "CPython"
-    young = f", young every {args.young_collection_seconds:g}s" if args.young_collection_seconds else ""
+    young = f", young at {args.young_threshold}" if args.young_threshold else ", no young ones"
     return f"paced every {args.full_collection_seconds:g}s{young}"
 
 
@@ -541,10 +541,10 @@ def main() -> None:
         help="real engine: period of the paced garbage collections; 0 leaves them to CPython",
     )
     parser.add_argument(
-        "--young-collection-seconds",
-        type=float,
-        default=YOUNG_PERIOD_SECONDS,
-        help="real engine: period of the paced young collections between them; 0: none",
+        "--young-threshold",
+        type=int,
+        default=YOUNG_THRESHOLD,
+        help="real engine: CPython's generation-0 threshold between them; 0: no young collections",
     )
     parser.add_argument("--watch-stalls", action="store_true", help="real engine: report event-loop stalls")
     add_traces_option(parser)

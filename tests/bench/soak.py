@@ -106,6 +106,7 @@ class GcTally:
     full_collections: int = 0
     longest_full_ms: float = 0.0
     full_collected: int = 0
+    young_collections: int = 0
     longest_young_ms: float = 0.0
     young_total_ms: float = 0.0
     longest_young: str = ""
@@ -131,6 +132,7 @@ class GcPauses:
             tally.full_collected += info["collected"]
             tally.longest_full_ms = max(tally.longest_full_ms, paused_ms)
         else:
+            tally.young_collections += 1
             if paused_ms > tally.longest_young_ms:
                 tally.longest_young_ms = paused_ms
                 tally.longest_young = f"gen {info['generation']}, {info['collected']} collected"

@@ -33,7 +33,8 @@ async def freed(garbage: weakref.ref[Node]) -> bool:
 
 
 async def test_collections_run_on_the_period_and_stop_gives_them_back() -> None:
-    collector = PacedCollector(period_seconds=0.05)
+    thresholds = gc.get_threshold()
+    collector = PacedCollector(period_seconds=0.05, young_threshold=None)
     try:
         collector.start()
         assert not gc.isenabled()
@@ -44,18 +45,25 @@ async def test_collections_run_on_the_period_and_stop_gives_them_back() -> None:
         await collector.stop()
         gc.unfreeze()
     assert gc.isenabled()
+    assert gc.get_threshold() == thresholds
 
 
-async def test_a_young_cycle_is_freed_long_before_the_periodic_collection() -> None:
-    collector = PacedCollector(period_seconds=3600.0, young_period_seconds=0.02)
+async def test_young_cycles_are_freed_by_cpython_and_older_ones_wait_for_the_period() -> None:
+    thresholds = gc.get_threshold()
+    collector = PacedCollector(period_seconds=3600.0, young_threshold=100)
     try:
         collector.start()
-        assert await freed(cycle_made_garbage(lambda: None)), "the young collection did not run"
-        # Only generation 0 is looked at: what already moved on waits for the periodic one.
-        assert not await freed(cycle_made_garbage(lambda: gc.collect(0)))
+        assert gc.isenabled()
+        young = cycle_made_garbage(lambda: None)
+        survivor = cycle_made_garbage(lambda: gc.collect(0))  # moved on to generation 1 while alive
+        allocations = [[] for _ in range(1000)]  # ten times the threshold: generation 0 comes due
+        assert young() is None, "generation 0 was not collected on its allocation count"
+        assert survivor() is not None, "an older generation was collected before the period"
+        del allocations
     finally:
         await collector.stop()
         gc.unfreeze()
+    assert gc.get_threshold() == thresholds
 
 
 async def test_a_cycle_among_frozen_objects_is_freed_by_the_thorough_collection() -> None:
@@ -74,10 +82,10 @@ def test_the_period_must_be_positive(period: float) -> None:
         PacedCollector(period_seconds=period)
 
 
-@pytest.mark.parametrize("period", [0.0, -1.0, float("nan")])
-def test_the_young_period_must_be_positive(period: float) -> None:
-    with pytest.raises(ValueError, match="young_period_seconds"):
-        PacedCollector(period_seconds=1.0, young_period_seconds=period)
+@pytest.mark.parametrize("threshold", [0, -1])
+def test_the_young_threshold_must_be_positive(threshold: int) -> None:
+    with pytest.raises(ValueError, match="young_threshold"):
+        PacedCollector(period_seconds=1.0, young_threshold=threshold)
 
 
 def test_thorough_every_must_be_positive() -> None:
