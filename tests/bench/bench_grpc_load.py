@@ -321,7 +321,6 @@ async def bench_real_engine(args: argparse.Namespace, binary: str) -> list[tuple
     collector = None
     if args.full_collection_seconds:
         collector = PacedCollector(args.full_collection_seconds, young_threshold=args.young_threshold or None)
-    if collector is not None:
         collector.start()  # last, as the daemon does
     pauses, watch = GcPauses(), StallWatch() if args.watch_stalls else None
     if watch is not None:
