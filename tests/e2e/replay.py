@@ -142,6 +142,10 @@ class TraceReplay:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def playing(self, wall_time: float) -> bool:
+        """Whether ``wall_time`` falls between the replay's start and end."""
+        return self.started_at <= wall_time < self.started_at + self.duration_seconds
+
     def finished(self) -> bool:
         return time.time() >= self.started_at + self.duration_seconds
 
