@@ -41,6 +41,8 @@ from tests.e2e.test_keda_chain import (
     TRACE,
     WALL_STEP_S,
     predictive_trigger,
+    replicas_needed,
+    spike_step,
 )
 
 REGISTERED_AT_STEP = 3
@@ -60,17 +62,13 @@ class PhaseRow:
     unserved_reactive: float
 
 
-def _needed(demand: float) -> int:
-    return math.ceil(demand / CAPACITY_PER_REPLICA)
-
-
 def run(every: int) -> list[PhaseRow]:
     trace = load_compressed_trace(TRACE, bin_steps=BIN_STEPS, wall_step_seconds=WALL_STEP_S)
     live_start, live_end = trace.index(REPLAY_DAY, REPLAY_FROM_HOUR), trace.index(REPLAY_DAY, REPLAY_TO_HOUR)
     history = HISTORY_DAYS * trace.steps_per_day
     values = trace.values[live_start - history : live_end]
     live = values[history:]
-    spike = next(i for i, v in enumerate(live) if _needed(v) > max(_needed(v) for v in live[:3]) + 1)
+    spike = spike_step(live)
     metadata = predictive_trigger(0)["metadata"]
     spec = parse_spec({key: value for key, value in metadata.items() if key != "scalerAddress"})
     times = EPOCH + np.arange(values.size) * WALL_STEP_S
@@ -83,31 +81,27 @@ def run(every: int) -> list[PhaseRow]:
     for phase in range(0, RefitSchedule().interval_steps(WALL_STEP_S), every):
         boundary = rebuild_boundary(spec, refit_phase_steps=phase, at=float(times[registered]))
         pipeline = rebuilt_pipeline(spec, steps[: registered + 1], refit_phase_steps=phase, boundary=boundary)
-        plans = {REGISTERED_AT_STEP: pipeline.decision.replicas if pipeline.decision else spec.min_replicas}
+        plans: dict[int, int] = {}  # by live step; the decisions from the first one after the warm start
         for index in range(registered + 1, len(steps)):
             pipeline.observe_step(steps[index])
             pipeline.refit_if_due()
             plans[index - history] = pipeline.decide(float(times[index])).replicas
-        unserved = {"planned": 0.0, "reactive": 0.0}
-        offered = 0.0
+        unserved_planned = unserved_reactive = offered = 0.0
         for second in range(FIRST_SECOND, int(live.size * WALL_STEP_S)):
             demand = float(live[int(second // WALL_STEP_S)])
             seen = int((second - READY_DELAY_S) // WALL_STEP_S)
             offered += demand
-            unserved["planned"] += max(0.0, demand - plans[seen] * CAPACITY_PER_REPLICA)
-            unserved["reactive"] += max(0.0, demand - _needed(float(live[seen])) * CAPACITY_PER_REPLICA)
-        lead_steps = spec.lead_steps
-        rows.append(
-            PhaseRow(
-                phase=phase,
-                model=pipeline.chosen_model or "-",
-                plans_before_spike=[plans[i] for i in range(spike - lead_steps, spike)],
-                in_time=plans[spike - math.ceil(READY_DELAY_S / WALL_STEP_S)] >= _needed(float(live[spike])),
-                unserved_planned=unserved["planned"] / offered,
-                unserved_reactive=unserved["reactive"] / offered,
-            )
+            unserved_planned += max(0.0, demand - plans[seen] * CAPACITY_PER_REPLICA)
+            unserved_reactive += max(0.0, demand - replicas_needed(float(live[seen])) * CAPACITY_PER_REPLICA)
+        row = PhaseRow(
+            phase=phase,
+            model=pipeline.chosen_model or "-",
+            plans_before_spike=[plans[i] for i in range(spike - spec.lead_steps, spike)],
+            in_time=plans[spike - math.ceil(READY_DELAY_S / WALL_STEP_S)] >= replicas_needed(float(live[spike])),
+            unserved_planned=unserved_planned / offered,
+            unserved_reactive=unserved_reactive / offered,
         )
-        row = rows[-1]
+        rows.append(row)
         print(
             f"{row.phase:>5} {row.model:>15} {row.plans_before_spike} {'in time' if row.in_time else 'late':>7} "
             f"{row.unserved_planned:8.2%} {row.unserved_reactive:8.2%}",

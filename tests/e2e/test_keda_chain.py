@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from autoscaler.domain.types import FloatArray
 from tests.e2e.keda_crds import install_crds
 from tests.e2e.kube_chain import (
     NAMESPACE,
@@ -285,15 +286,24 @@ def _first(samples: list[Sample], predicate: Any) -> Sample | None:
     return next((s for s in samples if predicate(s)), None)
 
 
-def _needed(demand: float) -> int:
+def replicas_needed(demand: float) -> int:
     return math.ceil(demand / CAPACITY_PER_REPLICA)
+
+
+def spike_step(values: FloatArray) -> int:
+    """The first replay step whose demand needs two replicas more than the first steps'."""
+    baseline = max(replicas_needed(v) for v in values[:3])
+    return next(i for i, v in enumerate(values) if replicas_needed(v) > baseline + 1)
 
 
 def _unserved_share(samples: list[Sample], name: str) -> float:
     """The share of the demand in `samples` above the ready capacity of Deployment `name`."""
+
+    def ready(sample: Sample) -> int:
+        return (sample.predictive if name == PREDICTIVE else sample.reactive)[1]
+
     offered = sum(s.demand for s in samples)
-    ready = (s.predictive[1] if name == PREDICTIVE else s.reactive[1] for s in samples)
-    short = sum(max(0.0, s.demand - count * CAPACITY_PER_REPLICA) for s, count in zip(samples, ready, strict=True))
+    short = sum(max(0.0, s.demand - ready(s) * CAPACITY_PER_REPLICA) for s in samples)
     return short / offered if offered > 0 else 0.0
 
 
@@ -333,14 +343,13 @@ def test_predictive_scaled_object_follows_the_plan_and_serves_the_rise_that_reac
 
         # The spike: the first replay step whose demand needs more replicas than any step before it.
         values = chain.replay.live_values
-        baseline = max(_needed(v) for v in values[:3])
-        spike_step = next(i for i, v in enumerate(values) if _needed(v) > baseline + 1)
-        spike_at = chain.replay.step_time(spike_step)
-        need = _needed(float(values[spike_step]))
+        spike = spike_step(values)
+        spike_at = chain.replay.step_time(spike)
+        need = replicas_needed(float(values[spike]))
         _write_plot(chain, samples, spike_at)
         (ARTIFACT_DIR / "samples.json").write_text(json.dumps([s.__dict__ for s in samples]))
         summary = (
-            f"spike at replay step {spike_step} (demand {values[spike_step]:.0f}, {need} replicas needed); "
+            f"spike at replay step {spike} (demand {values[spike]:.0f}, {need} replicas needed); "
             f"samples around it: {[s for s in samples if abs(s.at - spike_at) < 15]}; "
             f"recorder errors {recorder.errors[:3]}"
         )
