@@ -9,6 +9,9 @@ from typing import TypeVar
 
 Number = TypeVar("Number", int, float)
 
+EXIT_USAGE = 2
+"""A command's exit code for input it cannot use (argparse's own, for its errors)."""
+
 
 def positive(text: str) -> float:
     value = float(text)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from autoscaler.commands import closed_loop, frontier
-from autoscaler.commands.argtypes import between, non_negative, positive
+from autoscaler.commands.argtypes import EXIT_USAGE, between, non_negative, positive
 from autoscaler.domain.errors import SpecError, TraceError
 from autoscaler.domain.spec import COVERAGE_BASES, DEFAULT_COVERAGE_BASIS, MODELS
 from autoscaler.sim.backtest import (
@@ -32,7 +32,6 @@ from autoscaler.sim.backtest import (
 )
 from autoscaler.sim.trace import Trace, parse_trace
 
-EXIT_USAGE = 2
 PROGRESS_MIN_ROWS = 2000
 DECISION_COLUMNS = ("timestamp", "demand", "forecast", "desired_replicas", "buffer_replicas")
 

@@ -9,12 +9,15 @@ on the same series, ours on arrivals and the oracle.
 from __future__ import annotations
 
 import argparse
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
-from autoscaler.commands.argtypes import between, non_negative
+from autoscaler.commands.argtypes import EXIT_USAGE, between, non_negative
+from autoscaler.domain.errors import SpecError
 from autoscaler.sim.backtest import BacktestConfig
 from autoscaler.sim.closed_loop import (
     BUNDLES,
+    DEFAULT_DRAIN_TIME_SECONDS,
     ClosedLoopConfig,
     ClosedLoopRun,
     closed_loop_jobs,
@@ -40,7 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--target-utilization", type=_fraction, default=0.8, help="targetUtilization of the utilisation bundle"
     )
-    group.add_argument("--drain-time-seconds", type=non_negative, default=120.0, help="drainTime (default 120)")
+    group.add_argument(
+        "--drain-time-seconds",
+        type=non_negative,
+        default=DEFAULT_DRAIN_TIME_SECONDS,
+        help="drainTime (default %(default)g)",
+    )
     group.add_argument(
         "--bundle", choices=tuple(BUNDLES), action="append", help="signal bundle(s) to compare; default all"
     )
@@ -69,6 +77,12 @@ def run_bundles(trace: Trace, config: ClosedLoopConfig, bundles: tuple[str, ...]
 def run(args: argparse.Namespace, trace: Trace, backtest: BacktestConfig) -> int:
     config = closed_loop_config(args, backtest)
     bundles = tuple(args.bundle or BUNDLES)
+    for bundle in bundles:
+        try:
+            config.spec(bundle)
+        except SpecError as error:
+            print(f"autoscaler backtest: these flags give an invalid {bundle} target: {error}", file=sys.stderr)
+            return EXIT_USAGE
     runs = run_bundles(trace, config, bundles, jobs=args.jobs)
     print(
         f"{args.trace}: {len(trace)} rows, step {trace.step_seconds:g}s; closed loop, patience "

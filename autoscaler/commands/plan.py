@@ -17,13 +17,13 @@ from typing import Annotated, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
 
+from autoscaler.commands.argtypes import EXIT_USAGE
 from autoscaler.domain.errors import SpecError
 from autoscaler.domain.signals import ReplicaCounts, SignalKind, StepSignals
 from autoscaler.domain.spec import SIGNAL_KEYS, ScalerSpec, parse_spec
 from autoscaler.planner.pipeline import TargetPipeline
 
 PROTOCOL_VERSION = 1
-EXIT_USAGE = 2
 # Keys a step-protocol target cannot carry: the signals and replicas come on each line.
 STEP_FED_KEYS = frozenset(
     {"query", "preset", "presetSelector", "prometheus", "replicaSource", "replicasQuery", "workloadKind"}

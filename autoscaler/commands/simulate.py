@@ -11,7 +11,8 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-from autoscaler.commands.backtest import EXIT_USAGE, CommandError, add_trace_command, load_trace
+from autoscaler.commands.argtypes import EXIT_USAGE
+from autoscaler.commands.backtest import CommandError, add_trace_command, load_trace
 from autoscaler.sim.backtest import StepRecord, make_policy, run_policy
 
 

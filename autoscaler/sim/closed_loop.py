@@ -36,6 +36,8 @@ BUNDLES: Mapping[str, tuple[SignalKind, ...]] = {
     "waiting": (SignalKind.WAITING,),
 }
 OURS, KEDA, OURS_ON_ARRIVALS, ORACLE = "ours", "keda/hpa", "ours on arrivals", "oracle"
+DEFAULT_DRAIN_TIME_SECONDS = 120.0
+"""The daemon's drainTime default; it also sets the queue trigger's per-replica target."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,7 @@ class ClosedLoopConfig:
     scrape_delay_seconds: float = 0.0
     """Extra age of the newest scrape, on top of the step a decision always lags."""
     target_utilization: float = 0.8
-    drain_time_seconds: float = 120.0
+    drain_time_seconds: float = DEFAULT_DRAIN_TIME_SECONDS
 
     def spec(self, bundle: str) -> ScalerSpec:
         """The ScalerSpec of a target that collects `bundle` (validated like any metadata)."""

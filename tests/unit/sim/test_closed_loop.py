@@ -128,6 +128,11 @@ def test_backtest_closed_loop_prints_the_table(capsys: pytest.CaptureFixture[str
     ]
     assert main(["backtest", str(trace), *flags]) == 2
     assert "--out DECISIONS.csv is required (except with --closed-loop)" in capsys.readouterr().err
+    assert main(["backtest", str(trace), *flags, "--closed-loop", "--drain-time-seconds", "5"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "autoscaler backtest: these flags give an invalid arrivals target: "
+        "scalerMetadata key 'drainTime': '5.0s' must be between 10s and 3600s"
+    ]
 
 
 def test_the_utilisation_bundle_is_measured_against_an_oracle_at_its_target() -> None:
