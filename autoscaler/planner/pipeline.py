@@ -435,7 +435,8 @@ class TargetPipeline:
         end_timestamp = self._buffer.end_timestamp
         if self._forecaster is None or end_timestamp is None:
             return None, (
-                f"cold start: {len(self._buffer)} steps of history, forecasting from {self.schedule.min_points}"
+                f"cold start: {len(self._buffer)} {'step' if len(self._buffer) == 1 else 'steps'} of history, "
+                f"forecasting from {self.schedule.min_points}"
             )
         behind = max(0, math.floor((now - end_timestamp) / self.spec.step_seconds + 1e-9))
         if behind > self.spec.lead_steps:
