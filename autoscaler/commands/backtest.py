@@ -73,6 +73,11 @@ def _add_trace_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"what --target-coverage counts: steps covered or demand served (default {DEFAULT_COVERAGE_BASIS})",
     )
     parser.add_argument("--model", choices=MODELS, default="auto", help="forecasting model (default auto)")
+    parser.add_argument(
+        "--daily-rebuild",
+        action="store_true",
+        help="ours also replays its window at each daily boundary, as the daemon does (several times slower)",
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -111,6 +116,7 @@ def load_trace(args: argparse.Namespace) -> tuple[Trace, BacktestConfig]:
         target_coverage=args.target_coverage,
         coverage_basis=args.coverage_basis,
         model=args.model,
+        daily_rebuild=args.daily_rebuild,
     )
     try:
         config.spec()

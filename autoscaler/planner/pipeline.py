@@ -188,7 +188,11 @@ class TargetPipeline:
 
     def observe(self, timestamp: float, value: float) -> None:
         """One sample of the target's primary signal (its demand, for a load series)."""
-        self.observe_step(StepSignals(timestamp=timestamp, values={self._primary_kind: value}))
+        self.observe_step(self.primary_step(timestamp, value))
+
+    def primary_step(self, timestamp: float, value: float) -> StepSignals:
+        """The step that `observe(timestamp, value)` folds in."""
+        return StepSignals(timestamp=timestamp, values={self._primary_kind: value})
 
     def observe_step(self, signals: StepSignals) -> None:
         """Derive the step's offered demand and fold it in; keep the raw signals and replicas."""

@@ -42,6 +42,8 @@ class BacktestConfig:
     target_coverage: float = 0.95
     model: str = "auto"
     coverage_basis: str = DEFAULT_COVERAGE_BASIS
+    daily_rebuild: bool = False
+    """Ours also makes the daemon's daily rebuild (a replay of its window a day per target)."""
 
     def spec(self) -> ScalerSpec:
         """The ScalerSpec the daemon would build from equivalent scalerMetadata (validated)."""
@@ -96,7 +98,7 @@ class PolicyRun:
 def make_policy(name: str, config: BacktestConfig, trace: Trace) -> Policy:
     spec = config.spec()
     if name == "ours":
-        return OursPolicy(TargetPipeline(spec))
+        return OursPolicy(TargetPipeline(spec), daily_rebuild=config.daily_rebuild)
     if name == "reactive":
         return ReactivePolicy(spec)
     if name == "holt-winters":

@@ -25,7 +25,7 @@ from autoscaler.planner.pipeline import TargetPipeline
 from autoscaler.planner.reactive import reactive_on_signals
 from autoscaler.sim.backtest import BacktestConfig, initial_replicas
 from autoscaler.sim.cluster import Cluster
-from autoscaler.sim.policies import HpaStabilisation, OraclePolicy, PolicyDecision
+from autoscaler.sim.policies import DailyRebuild, HpaStabilisation, OraclePolicy, PolicyDecision
 from autoscaler.sim.serving import ServingConfig, ServingModel, ServingTotals
 from autoscaler.sim.trace import Trace
 
@@ -89,10 +89,13 @@ class OursClosedLoop:
 
     name = OURS
 
-    def __init__(self, spec: ScalerSpec) -> None:
+    def __init__(self, spec: ScalerSpec, *, daily_rebuild: bool = False) -> None:
         self.pipeline = TargetPipeline(spec)
+        self.daily_rebuild = DailyRebuild(spec) if daily_rebuild else None
 
     def decide(self, now: float, replicas: ReplicaCounts) -> PolicyDecision:
+        if self.daily_rebuild is not None:
+            self.pipeline = self.daily_rebuild.rebuilt(self.pipeline)
         self.pipeline.refit_if_due()
         decision = self.pipeline.decide(now, observed_replicas=replicas)
         return PolicyDecision(
@@ -103,6 +106,8 @@ class OursClosedLoop:
         )
 
     def observe(self, signals: StepSignals) -> None:
+        if self.daily_rebuild is not None:
+            self.daily_rebuild.remember(signals)
         self.pipeline.observe_step(signals)
 
 
@@ -194,7 +199,7 @@ def run_closed_loop(
 def make_closed_loop_policy(name: str, bundle: str, trace: Trace, config: ClosedLoopConfig) -> ClosedLoopPolicy:
     spec = config.spec(bundle)
     if name == OURS:
-        return OursClosedLoop(spec)
+        return OursClosedLoop(spec, daily_rebuild=config.backtest.daily_rebuild)
     if name == KEDA:
         return KedaClosedLoop(spec)
     if name == ORACLE:

@@ -17,11 +17,13 @@ from typing import Protocol
 import numpy as np
 from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
+from autoscaler.domain.signals import StepSignals
 from autoscaler.domain.spec import ScalerSpec
 from autoscaler.domain.types import FloatArray
 from autoscaler.planner.pipeline import TargetPipeline
 from autoscaler.planner.plan import PlannerState, damp
 from autoscaler.planner.reactive import clamp_replicas, reactive_load, replicas_for_demand
+from autoscaler.planner.replay import rebuild_boundary, rebuilt_pipeline, window_start
 
 HPA_STABILIZATION_SECONDS = 300.0
 SECONDS_PER_DAY = 86400.0
@@ -195,15 +197,59 @@ class _AdditiveHoltWinters:
         )
 
 
+class DailyRebuild:
+    """The daemon's daily rebuild (docs/reliability.md) for a simulated pipeline.
+
+    Where the newest step crosses a new boundary of the target's daily grid, every daemon
+    replica replaces the pipeline by the replay of the history window that ends there
+    and of the steps since; so does this, on the steps it was given. Without it a
+    backtest keeps state (the calibrator's level above all) that the daemon rebuilds.
+    """
+
+    def __init__(self, spec: ScalerSpec) -> None:
+        self._spec = spec
+        self._steps: deque[StepSignals] = deque()
+        self._boundary: float | None = None
+        self.rebuilds = 0
+
+    def remember(self, step: StepSignals) -> None:
+        self._steps.append(step)
+
+    def __len__(self) -> int:
+        """The steps kept: the window of the last boundary and the steps since."""
+        return len(self._steps)
+
+    def rebuilt(self, pipeline: TargetPipeline) -> TargetPipeline:
+        """`pipeline`, or the replay that replaces it when the newest step crossed a new boundary."""
+        if not self._steps:
+            return pipeline
+        phase = pipeline.refit_phase_steps
+        boundary = rebuild_boundary(self._spec, refit_phase_steps=phase, at=self._steps[-1].timestamp)
+        previous, self._boundary = self._boundary, boundary
+        if previous is None or boundary <= previous:  # a daemon's first boundary is its warm start's
+            return pipeline
+        start = window_start(self._spec, boundary)
+        while self._steps[0].timestamp < start:  # no later window reaches back this far
+            self._steps.popleft()
+        self.rebuilds += 1
+        return rebuilt_pipeline(self._spec, self._steps, refit_phase_steps=phase, boundary=boundary)
+
+
 class OursPolicy:
-    """The daemon's `TargetPipeline`; refits run inline, as if the worker were instant."""
+    """The daemon's `TargetPipeline`; refits run inline, as if the worker were instant.
+
+    With `daily_rebuild` it also makes the daemon's daily rebuild, at the daemon's cost.
+    """
 
     name = "ours"
 
-    def __init__(self, pipeline: TargetPipeline) -> None:
+    def __init__(self, pipeline: TargetPipeline, *, daily_rebuild: bool = False) -> None:
         self.pipeline = pipeline
+        self.daily_rebuild = DailyRebuild(pipeline.spec) if daily_rebuild else None
 
     def decide(self, now: float, current_replicas: int) -> PolicyDecision:
+        if self.daily_rebuild is not None:
+            self.pipeline = self.daily_rebuild.rebuilt(self.pipeline)
         self.pipeline.refit_if_due()
         decision = self.pipeline.decide(now, current_replicas)
         return PolicyDecision(
@@ -214,7 +260,10 @@ class OursPolicy:
         )
 
     def observe(self, now: float, value: float) -> None:
-        self.pipeline.observe(now, value)
+        step = self.pipeline.primary_step(now, value)
+        if self.daily_rebuild is not None:
+            self.daily_rebuild.remember(step)
+        self.pipeline.observe_step(step)
 
 
 class OraclePolicy:

@@ -1,6 +1,7 @@
 """Benchmark: four scaling policies on every trace in `--traces DIR`, with the issue's targets.
 
 Run: .venv/bin/python -m tests.bench.bench_policies [--traces DIR] [--jobs N] [--only NAME]
+     [--daily-rebuild]
 
 Cluster model for every trace: pod startup 180 s, node startup 300 s, 4 pods per node,
 capacity per replica = p95 of the trace's demand / 20. Ours runs at every target
@@ -51,16 +52,20 @@ class Task:
     policy: str
     coverage: float
     basis: str
+    daily_rebuild: bool = False
 
 
-def config_for(trace: Trace, coverage: float, basis: str = DEFAULT_COVERAGE_BASIS) -> BacktestConfig:
-    return reference_config(trace, target_coverage=coverage, coverage_basis=basis)
+def config_for(
+    trace: Trace, coverage: float, basis: str = DEFAULT_COVERAGE_BASIS, *, daily_rebuild: bool = False
+) -> BacktestConfig:
+    return reference_config(trace, target_coverage=coverage, coverage_basis=basis, daily_rebuild=daily_rebuild)
 
 
 def run_task(task: Task, traces: Path) -> tuple[Task, PolicyRun, float]:
     trace = read_trace(traces / task.trace_name)
     started = time.perf_counter()
-    run = run_named(task.policy, trace, config_for(trace, task.coverage, task.basis))
+    config = config_for(trace, task.coverage, task.basis, daily_rebuild=task.daily_rebuild)
+    run = run_named(task.policy, trace, config)
     return task, replace(run, records=()), time.perf_counter() - started
 
 
@@ -142,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--coverage-basis", choices=COVERAGE_BASES, default=DEFAULT_COVERAGE_BASIS, help="for ours")
+    parser.add_argument(
+        "--daily-rebuild", action="store_true", help="ours also makes the daemon's daily rebuild (several times slower)"
+    )
     args = parser.parse_args(argv)
     if args.speed_only:
         speed_check(args.traces)
@@ -153,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         trace = read_trace(args.traces / name)
         long_enough = trace.span_seconds >= TWO_DAYS
         targets = SWEEP_TARGETS if long_enough else (DEFAULT_COVERAGE, HIGH_COVERAGE)
-        tasks += [Task(name, "ours", target, basis) for target in targets]
+        tasks += [Task(name, "ours", target, basis, args.daily_rebuild) for target in targets]
     results: dict[str, dict[tuple[str, float], PolicyRun]] = {name: {} for name in names}
     seconds: dict[str, float] = dict.fromkeys(names, 0.0)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:

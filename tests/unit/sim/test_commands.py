@@ -99,3 +99,13 @@ def test_simulate_prints_the_chosen_rows_with_reasons(capsys: pytest.CaptureFixt
 def test_simulate_rejects_an_empty_range(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_command(["simulate", str(TRACE), *CLUSTER_FLAGS, "--from", "10", "--to", "5"]) == 2
     assert "--to 5 is before --from 10" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "expected"), [([], False), (["--daily-rebuild"], True)])
+def test_daily_rebuild_is_asked_for_by_name(tmp_path: Path, flags: list[str], expected: bool) -> None:
+    """Off by default (a replay a day per target costs several times the backtest); on, ours rebuilds."""
+    parser = argparse.ArgumentParser(prog="autoscaler")
+    backtest.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["backtest", str(TRACE), *CLUSTER_FLAGS, *flags, "--out", str(tmp_path / "d.csv")])
+    _, config = backtest.load_trace(args)
+    assert config.daily_rebuild is expected

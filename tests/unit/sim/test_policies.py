@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections import deque
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
+from autoscaler.planner.replay import rebuild_boundary
 from autoscaler.sim.backtest import BacktestConfig, make_policy, run_policy
-from autoscaler.sim.policies import OraclePolicy, ReactivePolicy, _AdditiveHoltWinters
+from autoscaler.sim.policies import OraclePolicy, OursPolicy, ReactivePolicy, _AdditiveHoltWinters
 from autoscaler.sim.trace import Trace
 from tests.reference_cluster import reference_config
 from tests.traces import read_trace, trace_path
@@ -41,13 +43,22 @@ TAXI = "nab_nyc_taxi.csv"  # a strong daily cycle at 30-minute steps: 96 rows ar
 def test_a_decision_never_sees_its_own_row_or_the_future(
     policy: str, model: str, trace_name: str, rows: int, cut: int
 ) -> None:
-    """Rewrite rows t.. with other values: every decision up to row t must be unchanged."""
     trace = real_trace(trace_name, rows)
+    assert_no_future_leak(policy, trace, config_for(trace, model=model), cut)
+
+
+def test_the_daily_rebuild_never_sees_its_own_row_or_the_future() -> None:
+    """Rebuilt at the boundaries of rows 95 and 191 before the cut (every 96 steps at 30-minute steps)."""
+    trace = real_trace(TAXI, 260)
+    assert_no_future_leak("ours", trace, replace(config_for(trace, model="mstl"), daily_rebuild=True), 200)
+
+
+def assert_no_future_leak(policy: str, trace: Trace, config: BacktestConfig, cut: int) -> None:
+    """Rewrite rows t.. with other values: every decision up to row t must be unchanged."""
     rng = np.random.default_rng(11)
     future = trace.values.copy()
     future[cut:] = rng.uniform(0, 5 * trace.values.max(), size=future.size - cut)
     changed = replace(trace, values=future)
-    config = config_for(trace, model=model)
     original = run_policy(make_policy(policy, config, trace), trace, config).records
     rewritten = run_policy(make_policy(policy, config, changed), changed, config).records
     decisions = [(r.desired_replicas, r.buffer_replicas, r.forecast) for r in original]
@@ -57,6 +68,28 @@ def test_a_decision_never_sees_its_own_row_or_the_future(
         for a, b in zip(decisions[: cut + 1], changed_decisions[: cut + 1], strict=True)
     )
     assert decisions[cut + 1 :] != changed_decisions[cut + 1 :]  # the future did change something
+
+
+def test_the_daily_rebuild_replaces_the_pipeline_once_a_boundary_and_keeps_one_window() -> None:
+    """As every daemon replica does: at each new boundary of the refit grid (daily, or every
+    96 steps: 2 days at 30-minute steps; not at the first, which a daemon meets in its warm
+    start) the pipeline becomes the replay of the window that ends there; the steps kept
+    never exceed that window and one grid interval."""
+    trace = real_trace(TAXI, 48 * 10)  # ten days of 30-minute steps; the window is 7 days
+    config = replace(config_for(trace, model="naive"), daily_rebuild=True)
+    policy = make_policy("ours", config, trace)
+    assert isinstance(policy, OursPolicy) and policy.daily_rebuild is not None
+    spec, phase = config.spec(), policy.pipeline.refit_phase_steps
+    pipelines, kept = [], []
+    for now, value in zip(trace.timestamps, trace.values, strict=True):
+        policy.decide(float(now), current_replicas=1)
+        pipelines.append(policy.pipeline)
+        kept.append(len(policy.daily_rebuild))
+        policy.observe(float(now), float(value))
+    boundaries = {rebuild_boundary(spec, refit_phase_steps=phase, at=float(now)) for now in trace.timestamps[:-1]}
+    replaced = sum(1 for before, after in itertools.pairwise(pipelines) if after is not before)
+    assert replaced == policy.daily_rebuild.rebuilds == len(boundaries) - 1 == 4
+    assert max(kept) <= spec.history_points + 96
 
 
 def test_holt_winters_recursion_reproduces_statsmodels() -> None:
