@@ -11,6 +11,11 @@ class SpecError(ValueError):
         self.key = key
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[SpecError], tuple[str, str]]:
+        # A process pool (the backtest's --jobs) pickles it back: by its own arguments,
+        # not by the message, which the default would pass as `key` alone.
+        return type(self), (self.key, self.reason)
+
 
 class TraceError(ValueError):
     """A recorded trace cannot be used; the message names the row."""
@@ -20,3 +25,6 @@ class TraceError(ValueError):
         super().__init__(f"{where}: {reason}")
         self.row = row
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[TraceError], tuple[int | None, str]]:
+        return type(self), (self.row, self.reason)
