@@ -23,6 +23,12 @@ from autoscaler.domain.types import MetricKind, TargetKey
 MODELS = ("auto", "naive", "seasonal_naive", "ets", "mstl", "gbm")
 COVERAGE_BASES = ("demand", "steps")
 DEFAULT_COVERAGE_BASIS = "steps"
+DEFAULT_HISTORY_SECONDS = 7 * 86400
+MAX_HISTORY_SECONDS = 35 * 86400
+CALIBRATION_WINDOW_STEPS = 2016
+"""Steps the calibrator scores its coverage over (7 days of 5-minute steps). An unset
+historyWindow holds at least as many (up to 35 days): the daily rebuild replays only
+the window, so a shorter one would restart the calibrator young every day."""
 """Chosen by measurement on the shared traces: see docs/backtest.md, "Coverage basis"."""
 MAX_METADATA_VALUE = 4096
 MAX_METADATA_KEYS = 64
@@ -108,7 +114,12 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("nodeLeadTime", "300s", "Extra time a new node takes, for the placeholder buffer (0s-2h)."),
     KeySpec("podsPerNode", "1", "Serving pods that fit on one node (1-256)."),
     KeySpec("maxBufferReplicas", "4", "Cap on placeholder replicas; 0 disables the node buffer."),
-    KeySpec("historyWindow", "7d", "History kept and warm-started from Prometheus (1h-35d)."),
+    KeySpec(
+        "historyWindow",
+        "7d",
+        "History kept and warm-started from Prometheus (1h-35d). Unset, 7d or 2016 steps, whichever is "
+        "longer (at most 35d).",
+    ),
     KeySpec("step", "60s", "Collection and planning interval (10s-30m)."),
     KeySpec("model", "auto", f"Forecasting model: {', '.join(MODELS)}. auto selects by backtest."),
     KeySpec("minReplicas", "1", "Lowest replica count planned (0-10000)."),
@@ -202,6 +213,11 @@ class _Reader:
         if value is None or value.strip() == "":
             return _KNOWN[key].default
         return value.strip()
+
+    def given(self, key: str) -> bool:
+        """Whether the metadata sets `key` (a blank value takes the default, as `raw` reads it)."""
+        value = self._metadata.get(key)
+        return value is not None and value.strip() != ""
 
     def required(self, key: str) -> str:
         value = self.raw(key)
@@ -394,6 +410,11 @@ def _replica_source(reader: _Reader, signals: tuple[SignalQuery, ...]) -> _Repli
     )
 
 
+def default_history_seconds(step_seconds: float) -> float:
+    """historyWindow when unset: 7 days, or the calibrator's window of steps where that is longer."""
+    return min(MAX_HISTORY_SECONDS, max(DEFAULT_HISTORY_SECONDS, CALIBRATION_WINDOW_STEPS * step_seconds))
+
+
 def parse_spec(metadata: Mapping[str, str]) -> ScalerSpec:
     """Validate scalerMetadata; raise SpecError naming the first bad key."""
     _check_shape(metadata)
@@ -404,7 +425,9 @@ def parse_spec(metadata: Mapping[str, str]) -> ScalerSpec:
     replicas = _replica_source(reader, signals)
     prometheus = reader.pattern("prometheus", _ENDPOINT_NAME, "is not an endpoint name (lowercase DNS label)")
     lead = reader.duration("leadTime", 0, 3600)
-    history = reader.duration("historyWindow", 3600, 35 * 86400)
+    history = reader.duration("historyWindow", 3600, MAX_HISTORY_SECONDS)
+    if not reader.given("historyWindow"):
+        history = default_history_seconds(step)
     if history / step > 200_000:
         raise SpecError("historyWindow", f"holds {history / step:.0f} steps; at most 200000 allowed")
     if history < 4 * max(lead, step):

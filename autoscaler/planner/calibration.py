@@ -50,10 +50,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autoscaler.domain.spec import COVERAGE_BASES
+from autoscaler.domain.spec import CALIBRATION_WINDOW_STEPS, COVERAGE_BASES
 from autoscaler.domain.types import FloatArray
 
-DEFAULT_WINDOW = 2016
+DEFAULT_WINDOW = CALIBRATION_WINDOW_STEPS
 DEFAULT_RATE = 0.01
 MIN_SCORES = 12
 

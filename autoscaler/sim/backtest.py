@@ -24,7 +24,6 @@ from autoscaler.sim.policies import (
 from autoscaler.sim.trace import Trace
 
 POLICY_NAMES = ("ours", "reactive", "holt-winters", "oracle")
-HISTORY_WINDOW = "7d"
 MAX_REPLICAS = 10_000
 NEAR_ZERO_UNSERVED_SHARE = 1e-3
 ProgressCallback = Callable[[int, int], None]
@@ -60,7 +59,6 @@ class BacktestConfig:
             "nodeLeadTime": f"{self.node_startup_seconds!r}s",
             "podsPerNode": str(self.pods_per_node),
             "step": f"{self.step_seconds!r}s",
-            "historyWindow": HISTORY_WINDOW,
             "model": self.model,
             "maxReplicas": str(MAX_REPLICAS),
         }
