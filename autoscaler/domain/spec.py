@@ -23,13 +23,13 @@ from autoscaler.domain.types import MetricKind, TargetKey
 MODELS = ("auto", "naive", "seasonal_naive", "ets", "mstl", "gbm")
 COVERAGE_BASES = ("demand", "steps")
 DEFAULT_COVERAGE_BASIS = "steps"
+"""Chosen by measurement on the shared traces: see docs/backtest.md, "Coverage basis"."""
 DEFAULT_HISTORY_SECONDS = 7 * 86400
 MAX_HISTORY_SECONDS = 35 * 86400
 CALIBRATION_WINDOW_STEPS = 2016
 """Steps the calibrator scores its coverage over (7 days of 5-minute steps). An unset
 historyWindow holds at least as many (up to 35 days): the daily rebuild replays only
 the window, so a shorter one would restart the calibrator young every day."""
-"""Chosen by measurement on the shared traces: see docs/backtest.md, "Coverage basis"."""
 MAX_METADATA_VALUE = 4096
 MAX_METADATA_KEYS = 64
 MAX_METADATA_KEY = 128
@@ -209,13 +209,10 @@ class _Reader:
         self._metadata = metadata
 
     def raw(self, key: str) -> str | None:
-        value = self._metadata.get(key)
-        if value is None or value.strip() == "":
-            return _KNOWN[key].default
-        return value.strip()
+        return self._metadata[key].strip() if self.given(key) else _KNOWN[key].default
 
     def given(self, key: str) -> bool:
-        """Whether the metadata sets `key` (a blank value takes the default, as `raw` reads it)."""
+        """Whether the metadata sets `key`; a blank value takes the default."""
         value = self._metadata.get(key)
         return value is not None and value.strip() != ""
 
@@ -425,9 +422,11 @@ def parse_spec(metadata: Mapping[str, str]) -> ScalerSpec:
     replicas = _replica_source(reader, signals)
     prometheus = reader.pattern("prometheus", _ENDPOINT_NAME, "is not an endpoint name (lowercase DNS label)")
     lead = reader.duration("leadTime", 0, 3600)
-    history = reader.duration("historyWindow", 3600, MAX_HISTORY_SECONDS)
-    if not reader.given("historyWindow"):
-        history = default_history_seconds(step)
+    history = (
+        reader.duration("historyWindow", 3600, MAX_HISTORY_SECONDS)
+        if reader.given("historyWindow")
+        else default_history_seconds(step)
+    )
     if history / step > 200_000:
         raise SpecError("historyWindow", f"holds {history / step:.0f} steps; at most 200000 allowed")
     if history < 4 * max(lead, step):

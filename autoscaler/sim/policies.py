@@ -210,7 +210,6 @@ class DailyRebuild:
         self._spec = spec
         self._steps: deque[StepSignals] = deque()
         self._boundary: float | None = None
-        self.rebuilds = 0
 
     def remember(self, step: StepSignals) -> None:
         self._steps.append(step)
@@ -231,7 +230,6 @@ class DailyRebuild:
         start = window_start(self._spec, boundary)
         while self._steps[0].timestamp < start:  # no later window reaches back this far
             self._steps.popleft()
-        self.rebuilds += 1
         return rebuilt_pipeline(self._spec, self._steps, refit_phase_steps=phase, boundary=boundary)
 
 
